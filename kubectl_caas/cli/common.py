@@ -1,0 +1,198 @@
+"""What both CLIs share: running a typer app with one-line errors, where secrets come from, the
+command path written into the kubeconfig, and durations."""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from typing import Callable, List, NoReturn, Optional
+
+import click
+import typer
+
+from kubectl_caas.errors import EXIT_CODES_HELP, EXIT_USAGE, CaasError, UsageError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def new_app(help_text: str) -> typer.Typer:
+    return typer.Typer(help=help_text + "\n\n" + EXIT_CODES_HELP, context_settings=CONTEXT_SETTINGS,
+                       add_completion=True, no_args_is_help=True, rich_markup_mode=None,
+                       pretty_exceptions_enable=False)
+
+
+def say(message: str) -> None:
+    """Everything for humans goes to stderr; stdout is for results."""
+    print(message, file=sys.stderr)
+
+
+def fail(plugin: str, exc: CaasError) -> NoReturn:
+    print(f"kubectl-{plugin}: error: {exc}", file=sys.stderr)
+    raise SystemExit(exc.exit_code)
+
+
+def run_app(app: typer.Typer, plugin: str, argv: List[str]) -> NoReturn:
+    debug = "--debug" in argv
+    try:
+        result = app(args=argv, prog_name=f"kubectl-{plugin}", standalone_mode=False)
+    except CaasError as exc:
+        fail(plugin, exc)
+    except click.exceptions.NoArgsIsHelpError as exc:  # pragma: no cover - depends on click version
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        raise SystemExit(0)
+    except click.exceptions.UsageError as exc:
+        hint = f"see `kubectl-{plugin} {exc.ctx.info_name if exc.ctx and exc.ctx.parent else ''} --help`"
+        print(f"kubectl-{plugin}: error: {exc.format_message()}; {' '.join(hint.split())}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+    except click.exceptions.Abort:
+        print(f"kubectl-{plugin}: interrupted", file=sys.stderr)
+        raise SystemExit(130)
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code)
+    except click.exceptions.ClickException as exc:
+        print(f"kubectl-{plugin}: error: {exc.format_message()}", file=sys.stderr)
+        raise SystemExit(exc.exit_code)
+    except KeyboardInterrupt:
+        print(f"kubectl-{plugin}: interrupted", file=sys.stderr)
+        raise SystemExit(130)
+    except Exception as exc:  # noqa: BLE001 - never a traceback for users
+        from kubectl_caas.exec_plugin import report_unexpected
+
+        raise SystemExit(report_unexpected(plugin, exc, debug))
+    raise SystemExit(result if isinstance(result, int) else 0)
+
+
+def read_secret_stdin(what: str) -> str:
+    if sys.stdin is None or sys.stdin.closed:
+        raise UsageError(f"--{what}-stdin given but there is no standard input")
+    value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise UsageError(f"--{what}-stdin given but standard input was empty")
+    return value
+
+
+def prompt_secret(prompt: str) -> Optional[str]:
+    """Ask on the terminal without echo; None when no person can answer."""
+    if not _has_terminal():
+        return None
+    import getpass
+
+    try:
+        return getpass.getpass(prompt)
+    except (EOFError, OSError):
+        return None
+
+
+def _has_terminal() -> bool:
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR)
+    except OSError:
+        return False
+    os.close(fd)
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def plugin_command(name: str) -> str:
+    """The absolute path kubectl should run for get-token.
+
+    Prefer the script we are running as; but when that is a shell shim (pyenv's add 70-120 ms to
+    every kubectl command), use the real console script beside the running interpreter.
+    """
+    candidates = []
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if argv0 and os.path.basename(argv0).startswith(name):
+        candidates.append(os.path.abspath(argv0) if os.sep in argv0 else _which(argv0))
+    candidates.append(os.path.join(os.path.dirname(sys.executable), name))
+    for path in candidates:
+        if path and os.path.isfile(path) and os.access(path, os.X_OK) and not _is_shim(path):
+            return path
+    for path in candidates:
+        if path and os.path.isfile(path):
+            return path
+    return name
+
+
+def _which(command: str) -> Optional[str]:
+    import shutil
+
+    return shutil.which(command)
+
+
+def _is_shim(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return False
+    first = head.split(b"\n", 1)[0]
+    return first.startswith(b"#!") and b"python" not in first and (b"pyenv" in head or b"asdf" in head
+                                                                    or b"exec " in head)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """'7d', '12h', '90m', '3600' (seconds)."""
+    match = _DURATION.match(text or "")
+    if not match:
+        raise UsageError(f"cannot read {text!r} as a duration", "use e.g. 7d, 12h, 30m or seconds")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+def describe_expiry(timestamp: Optional[float], now: Optional[float] = None) -> str:
+    if not timestamp:
+        return "-"
+    now = time.time() if now is None else now
+    when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(timestamp))
+    left = timestamp - now
+    if left <= 0:
+        return f"expired ({when})"
+    if left < 120:
+        return f"{when} (in {int(left)} s)"
+    if left < 7200:
+        return f"{when} (in {int(left // 60)} min)"
+    if left < 172800:
+        return f"{when} (in {left / 3600:.1f} h)"
+    return f"{when} (in {left / 86400:.1f} days)"
+
+
+def read_ca_data(path: Optional[str]) -> Optional[str]:
+    """The CA bundle for the API server, base64-encoded for certificate-authority-data."""
+    if not path:
+        return None
+    import base64
+
+    try:
+        with open(os.path.expanduser(path), "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read the API server CA {path}: {exc.strerror}",
+                         "check the --certificate-authority path") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise UsageError(f"{path} is not a PEM certificate bundle", "pass the API server's CA in PEM form")
+    return base64.b64encode(data).decode()
+
+
+def cluster_name_for(server: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server)
+    host = parts.hostname or server
+    if parts.port and parts.port != 443:
+        host = f"{host}-{parts.port}"
+    return "caas-" + re.sub(r"[^A-Za-z0-9.-]+", "-", host)
+
+
+def require_https_server(server: Optional[str], hint: Optional[str]) -> str:
+    if not server:
+        raise UsageError("the CaaS API server URL is not set",
+                         hint or "pass --server URL, set CAAS_SERVER, or set `server:` in the config file")
+    if not re.match(r"^https://[^/\s]+", server):
+        raise UsageError(f"the API server URL {server!r} must start with https://")
+    return server.rstrip("/")
+
+
+Callback = Callable[..., None]

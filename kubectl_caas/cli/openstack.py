@@ -1,0 +1,530 @@
+"""kubectl-openstack: log in to OpenStack Keystone and keep kubectl's token fresh.
+
+Thin: parses options, resolves settings, calls the keystone backend, the cache and the kubeconfig
+core, and presents the result.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import typer
+
+from kubectl_caas import cache, kubeconfig
+from kubectl_caas.cli import common
+from kubectl_caas.cli.common import say
+from kubectl_caas.errors import AuthError, CaasError, UsageError
+from kubectl_caas.exec_plugin import cache_fields, parse_get_token_args
+from kubectl_caas.settings import Settings
+
+PLUGIN = "openstack"
+COMMAND = "kubectl-openstack"
+
+app = common.new_app(
+    "Log in to OpenStack Keystone (CloudVeneto) and configure kubectl for the Container-as-a-Service.\n\n"
+    "kubectl then renews its token by itself through `kubectl-openstack get-token`.\n\n"
+    "Example: kubectl openstack login --user alice --project CMS"
+)
+
+# Option help names the environment variables each option reads; settings.py applies the order
+# flag > environment > config file > site profile.
+AuthUrl = typer.Option(None, "--auth-url", help="Keystone URL [env OS_AUTH_URL]")
+User = typer.Option(None, "--user", "-u", help="user name [env OS_USERNAME]")
+UserId = typer.Option(None, "--user-id", help="user id instead of the name [env OS_USER_ID]")
+UserDomain = typer.Option(None, "--user-domain", help="user's domain name [env OS_USER_DOMAIN_NAME; default: default]")
+UserDomainId = typer.Option(None, "--user-domain-id", help="user's domain id [env OS_USER_DOMAIN_ID]")
+Project = typer.Option(None, "--project", "-p", help="project name [env OS_PROJECT_NAME]")
+ProjectId = typer.Option(None, "--project-id", help="project id [env OS_PROJECT_ID]")
+ProjectDomain = typer.Option(None, "--project-domain",
+                             help="project's domain name [env OS_PROJECT_DOMAIN_NAME; default: default]")
+ProjectDomainId = typer.Option(None, "--project-domain-id", help="project's domain id [env OS_PROJECT_DOMAIN_ID]")
+PasswordStdin = typer.Option(False, "--password-stdin", help="read the password from standard input")
+Password = typer.Option(None, "--password", hidden=True,
+                        help="the password on the command line (visible in ps and shell history)")
+AppCredId = typer.Option(None, "--application-credential-id",
+                         help="log in with this application credential [env OS_APPLICATION_CREDENTIAL_ID]; "
+                              "its secret from OS_APPLICATION_CREDENTIAL_SECRET, clouds.yaml, "
+                              "--application-credential-secret-stdin or a prompt")
+AppCredSecretStdin = typer.Option(False, "--application-credential-secret-stdin",
+                                  help="read the application credential secret from standard input")
+CaCert = typer.Option(None, "--cacert", help="CA bundle for Keystone [env OS_CACERT]")
+OsCloud = typer.Option(None, "--os-cloud", help="take settings from this clouds.yaml entry [env OS_CLOUD]")
+Profile = typer.Option(None, "--profile",
+                       help="site profile with defaults [env KUBECTL_CAAS_PROFILE; default: cloudveneto]")
+Kubeconfig = typer.Option(None, "--kubeconfig", help="kubeconfig file to use [default: KUBECONFIG, ~/.kube/config]")
+Debug = typer.Option(False, "--debug", help="print each HTTP request and answer to stderr, secrets redacted")
+
+
+@dataclass
+class LoginTarget:
+    identity: Any  # keystone.Identity
+    server: str
+    ca_data: Optional[str]
+    context: Optional[str]
+    namespace: Optional[str]
+
+
+def _settings(flags: Dict[str, Any], profile: Optional[str], os_cloud: Optional[str]) -> Tuple[Settings, Dict[str, Any]]:
+    settings = Settings.load(PLUGIN, flags, profile)
+    cloud_name = os_cloud or os.environ.get("OS_CLOUD")
+    cloud: Dict[str, Any] = {}
+    if cloud_name:
+        from kubectl_caas.clouds import load_cloud
+
+        cloud = load_cloud(cloud_name)
+        # A clouds.yaml entry sits just below the flags: it was asked for by name.
+        for key, value in cloud.items():
+            if flags.get(key) in (None, "") and key not in ("password", "application_credential_secret"):
+                flags[key] = value
+        flags["os_cloud"] = cloud_name
+    return settings, cloud
+
+
+def _identity(settings: Settings, require_user: bool = True):
+    from kubectl_caas.keystone import Identity
+
+    auth_url = settings.get("auth_url", ["OS_AUTH_URL"])
+    if not auth_url:
+        raise UsageError("no Keystone URL", "pass --auth-url or set OS_AUTH_URL")
+    return Identity(
+        auth_url=auth_url,
+        user=settings.get("user", ["OS_USERNAME"]),
+        user_id=settings.get("user_id", ["OS_USER_ID"]),
+        user_domain=settings.get("user_domain", ["OS_USER_DOMAIN_NAME"]),
+        user_domain_id=settings.get("user_domain_id", ["OS_USER_DOMAIN_ID"]),
+        project=settings.get("project", ["OS_PROJECT_NAME", "OS_TENANT_NAME"]),
+        project_id=settings.get("project_id", ["OS_PROJECT_ID", "OS_TENANT_ID"]),
+        project_domain=settings.get("project_domain", ["OS_PROJECT_DOMAIN_NAME"]),
+        project_domain_id=settings.get("project_domain_id", ["OS_PROJECT_DOMAIN_ID"]),
+        cacert=settings.get("cacert", ["OS_CACERT"]),
+        os_cloud=settings.flags.get("os_cloud"),
+    )
+
+
+def _password(settings: Settings, cloud: Dict[str, Any], identity, password_stdin: bool,
+              password_arg: Optional[str]) -> str:
+    if password_stdin:
+        return common.read_secret_stdin("password")
+    if password_arg:
+        say("kubectl-openstack: warning: a password on the command line is visible to other users in `ps` "
+            "and stays in your shell history; let the command prompt for it, or use --password-stdin")
+        return password_arg
+    if cloud.get("password"):
+        return cloud["password"]
+    if os.environ.get("OS_PASSWORD"):
+        return os.environ["OS_PASSWORD"]
+    password = common.prompt_secret(f"Keystone password for {identity.who} ({identity.auth_url}): ")
+    if password is None:
+        raise UsageError("no password and no terminal to ask for one",
+                         "pass it with --password-stdin or set OS_PASSWORD")
+    if not password:
+        raise UsageError("the password is empty", "type your OpenStack password (set in the dashboard)")
+    return password
+
+
+def _same_user(identity):
+    def check(body: Dict[str, Any]) -> bool:
+        args = kubeconfig.exec_args(body)
+        command = kubeconfig.exec_command(body)
+        if args is None or not command or os.path.basename(str(command)) != COMMAND:
+            return False
+        try:
+            options, _ = parse_get_token_args(PLUGIN, args[1:] if args[:1] == ["get-token"] else args)
+        except CaasError:
+            return False
+        from kubectl_caas.keystone import normalise_auth_url
+
+        return (normalise_auth_url(options.get("auth-url", "")) == identity.auth_url
+                and options.get("user") == identity.user
+                and options.get("application-credential-id") == identity.application_credential_id)
+    return check
+
+
+def _write(identity, entry: Dict[str, Any], server: str, ca_data: Optional[str], context: Optional[str],
+           namespace: Optional[str], kubeconfig_path: Optional[str], force: bool) -> str:
+    """Save the cache entry and the kubeconfig stanzas; returns the context name."""
+    project_name = entry["project"]["name"]
+    context = context or project_name.lower()
+    args = identity.exec_args()
+    options, _ = parse_get_token_args(PLUGIN, args[1:])
+    path = cache.entry_path(PLUGIN, cache_fields(PLUGIN, options))
+    with cache.EntryLock(path):
+        cache.write_entry(path, entry)
+    kube_entry = kubeconfig.Entry(
+        context=context, cluster=common.cluster_name_for(server), server=server,
+        user=f"{entry['user']['name']}@{context}",
+        user_body=kubeconfig.exec_user_body(common.plugin_command(COMMAND), args,
+                                            "kubectl-openstack is part of kubectl-caas: pipx install kubectl-caas"),
+        namespace=namespace or project_name.lower(), certificate_authority_data=ca_data)
+    kubeconfig.upsert(kube_entry, explicit_path=kubeconfig_path, force=force, same_user=_same_user(identity))
+    return context
+
+
+def _precheck_context(context: Optional[str], identity, server: str, kubeconfig_path: Optional[str],
+                      force: bool) -> None:
+    """Refuse a context conflict before talking to Keystone, so nothing is created in vain."""
+    merged = kubeconfig.load(kubeconfig.resolve_paths(kubeconfig_path))
+    if force or not context:
+        return
+    probe = kubeconfig.Entry(context=context, cluster="", server=server, user="", user_body={})
+    reason = kubeconfig.context_points_elsewhere(merged, probe, _same_user(identity))
+    if reason:
+        raise kubeconfig.ContextConflict(f"context {context!r} already exists and {reason}",
+                                         "pass --force to overwrite it, or --context NAME to use another name")
+
+
+@app.command()
+def login(
+    auth_url: Optional[str] = AuthUrl, user: Optional[str] = User, user_id: Optional[str] = UserId,
+    user_domain: Optional[str] = UserDomain, user_domain_id: Optional[str] = UserDomainId,
+    project: Optional[str] = Project, project_id: Optional[str] = ProjectId,
+    project_domain: Optional[str] = ProjectDomain, project_domain_id: Optional[str] = ProjectDomainId,
+    password_stdin: bool = PasswordStdin, password: Optional[str] = Password,
+    application_credential_id: Optional[str] = AppCredId,
+    application_credential_secret_stdin: bool = AppCredSecretStdin,
+    cacert: Optional[str] = CaCert, os_cloud: Optional[str] = OsCloud, profile: Optional[str] = Profile,
+    server: Optional[str] = typer.Option(None, "--server", help="CaaS API server URL [env CAAS_SERVER]"),
+    certificate_authority: Optional[str] = typer.Option(
+        None, "--certificate-authority", help="CA bundle of the API server [env CAAS_CERTIFICATE_AUTHORITY]"),
+    context: Optional[str] = typer.Option(None, "--context", help="kubeconfig context name [default: project, lower case]"),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="context namespace [default: project, lower case]"),
+    kubeconfig_path: Optional[str] = Kubeconfig,
+    force: bool = typer.Option(False, "--force", "-f", help="overwrite a context of the same name that points elsewhere"),
+    remember_for: str = typer.Option("7d", "--remember-for",
+                                     help="lifetime of the application credential that keeps you logged in"),
+    no_remember: bool = typer.Option(False, "--no-remember",
+                                     help="create no application credential: ask for the password when the token expires"),
+    all_projects: bool = typer.Option(False, "--all-projects", help="one context for each of your projects"),
+    debug: bool = Debug,
+) -> None:
+    """Log in to Keystone and configure kubectl (a context per project).
+
+    Example: kubectl openstack login --user alice --project CMS
+    """
+    _debug(debug)
+    flags = dict(auth_url=auth_url, user=user, user_id=user_id, user_domain=user_domain,
+                 user_domain_id=user_domain_id, project=project, project_id=project_id,
+                 project_domain=project_domain, project_domain_id=project_domain_id, cacert=cacert,
+                 server=server, certificate_authority=certificate_authority, namespace=namespace,
+                 application_credential_id=application_credential_id)
+    settings, cloud = _settings(flags, profile, os_cloud)
+    identity = _identity(settings)
+    server_url = common.require_https_server(settings.get("server", ["CAAS_SERVER"]), settings.hint("server"))
+    ca_data = common.read_ca_data(settings.get("certificate_authority", ["CAAS_CERTIFICATE_AUTHORITY"]))
+    namespace = settings.flags.get("namespace") or settings.config.get("namespace")
+    remember = 0.0 if no_remember else common.parse_duration(remember_for)
+    if all_projects and (context or namespace):
+        raise UsageError("--all-projects makes one context per project: it cannot take --context or --namespace")
+
+    from kubectl_caas.keystone import Keystone
+
+    app_cred_id = settings.get("application_credential_id", ["OS_APPLICATION_CREDENTIAL_ID"])
+    use_app_cred = bool(app_cred_id) and not (password or password_stdin)
+    if not use_app_cred and not all_projects:
+        _precheck_context(context or (identity.project or "").lower() or None, identity, server_url,
+                          kubeconfig_path, force)
+    keystone = Keystone(identity)
+    written: List[str] = []
+
+    if use_app_cred:
+        if all_projects:
+            raise UsageError("an application credential belongs to one project: drop --all-projects")
+        secret = (common.read_secret_stdin("application-credential-secret") if application_credential_secret_stdin
+                  else cloud.get("application_credential_secret") or os.environ.get("OS_APPLICATION_CREDENTIAL_SECRET")
+                  or common.prompt_secret(f"Secret of application credential {app_cred_id}: "))
+        if not secret:
+            raise UsageError("no application credential secret",
+                             "set OS_APPLICATION_CREDENTIAL_SECRET or use --application-credential-secret-stdin")
+        identity.application_credential_id = app_cred_id
+        access = keystone.application_credential_login(app_cred_id, secret)
+        identity.user, identity.project = access.username, access.project_name
+        identity.user_id = identity.project_id = None
+        identity.user_domain_id, identity.project_domain_id = access.user_domain_id, access.project_domain_id
+        identity.user_domain = identity.project_domain = None
+        from kubectl_caas.keystone import entry_from_access
+
+        entry = entry_from_access(identity, access, "application_credential",
+                                  {"id": app_cred_id, "secret": secret, "expires_at": None,
+                                   "created_by_login": False, "user_id": access.user_id})
+        written.append(_write(identity, entry, server_url, ca_data, context, namespace, kubeconfig_path, force))
+    else:
+        secret = _password(settings, cloud, identity, password_stdin, password)
+        if all_projects:
+            written += _login_all_projects(keystone, identity, secret, remember, server_url, ca_data,
+                                           kubeconfig_path, force)
+        else:
+            access = keystone.password_login(secret)
+            written.append(_finish_password_login(keystone, identity, access, remember, server_url, ca_data,
+                                                  context, namespace, kubeconfig_path, force))
+    for name in written:
+        say(f"Context {name!r} is ready: try `kubectl --context {name} get pods`")
+    say(f"Current context: {written[-1]}")
+    print("kubectl configured correctly")
+
+
+_notified_403 = False
+
+
+def _remember(keystone, access, remember: float) -> Optional[Dict[str, Any]]:
+    global _notified_403
+    if not remember:
+        return None
+    credential = keystone.create_application_credential(access, remember)
+    if credential is None and not _notified_403:
+        _notified_403 = True
+        say("kubectl-openstack: Keystone does not allow you to create application credentials (HTTP 403); "
+            "kubectl will ask for your password again when the token expires")
+    if credential:
+        credential["created_by_login"] = True
+    return credential
+
+
+def _finish_password_login(keystone, identity, access, remember: float, server: str, ca_data: Optional[str],
+                           context: Optional[str], namespace: Optional[str], kubeconfig_path: Optional[str],
+                           force: bool) -> str:
+    from kubectl_caas.keystone import entry_from_access
+
+    credential = _remember(keystone, access, remember)
+    entry = entry_from_access(identity, access, "password", credential, remember)
+    name = _write(identity, entry, server, ca_data, context, namespace, kubeconfig_path, force)
+    expiry = common.describe_expiry(access.expires.timestamp())
+    remembered = (f"; remembered until {common.describe_expiry(credential['expires_at'])}" if credential
+                  else "")
+    say(f"Logged in as {access.username} to project {access.project_name}: token valid until {expiry}{remembered}")
+    return name
+
+
+def _login_all_projects(keystone, identity, password: str, remember: float, server: str,
+                        ca_data: Optional[str], kubeconfig_path: Optional[str], force: bool) -> List[str]:
+    from dataclasses import replace
+
+    unscoped = keystone.password_login(password, scoped=False)
+    projects = keystone.projects(unscoped.auth_token)
+    if not projects:
+        raise AuthError(f"{identity.who} is not a member of any project")
+    names = []
+    for project in sorted(projects, key=lambda p: p["name"].lower()):
+        project_identity = replace(identity, project=project["name"], project_id=None,
+                                   project_domain=None, project_domain_id=project.get("domain_id") or "default")
+        access = keystone.token_login(unscoped.auth_token, project["id"])
+        names.append(_finish_password_login(keystone, project_identity, access, remember, server, ca_data,
+                                            None, None, kubeconfig_path, force))
+    return names
+
+
+@app.command("get-token", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def get_token_command(ctx: typer.Context) -> None:
+    """Print an ExecCredential for kubectl (kubectl runs this for you; see `get-token --help`)."""
+    from kubectl_caas.exec_plugin import get_token
+
+    raise typer.Exit(get_token(PLUGIN, list(ctx.args)))
+
+
+def _selected_contexts(context: Optional[str], all_: bool, kubeconfig_path: Optional[str]):
+    merged = kubeconfig.load(kubeconfig.resolve_paths(kubeconfig_path))
+    ours = kubeconfig.contexts_of_plugin(merged, COMMAND)
+    if all_:
+        return ours
+    wanted = context or merged.current_context
+    if not wanted:
+        raise UsageError("no current context", "pass --context NAME or --all")
+    chosen = [c for c in ours if c[0] == wanted]
+    if not chosen:
+        raise UsageError(f"context {wanted!r} does not use kubectl-openstack",
+                         f"contexts that do: {', '.join(c[0] for c in ours) or 'none'}")
+    return chosen
+
+
+def _entry_for(args: List[str]):
+    options, _ = parse_get_token_args(PLUGIN, args[1:] if args[:1] == ["get-token"] else args)
+    path = cache.entry_path(PLUGIN, cache_fields(PLUGIN, options))
+    return options, path, cache.read_entry(path)
+
+
+@app.command()
+def status(
+    context: Optional[str] = typer.Option(None, "--context", help="only this context"),
+    kubeconfig_path: Optional[str] = Kubeconfig,
+    debug: bool = Debug,
+) -> None:
+    """Show, per kubectl-openstack context: user, project, token expiry, remembered-until.
+
+    Example: kubectl openstack status
+    """
+    _debug(debug)
+    merged = kubeconfig.load(kubeconfig.resolve_paths(kubeconfig_path))
+    rows = [c for c in kubeconfig.contexts_of_plugin(merged, COMMAND) if not context or c[0] == context]
+    if not rows:
+        say("No kubectl-openstack contexts: run `kubectl openstack login`")
+        return
+    now = time.time()
+    for name, _body, args in rows:
+        options, _path, entry = _entry_for(args)
+        marker = "*" if name == merged.current_context else " "
+        user = options.get("user") or options.get("user-id") or "?"
+        project = options.get("project") or options.get("project-id") or "?"
+        token = ((entry or {}).get("tokens") or {}).get("keystone") or {}
+        credential = (entry or {}).get("application_credential") or {}
+        if not entry:
+            state = "logged out"
+        else:
+            state = f"token {common.describe_expiry(token.get('expires_at'), now)}"
+        if credential:
+            until = credential.get("expires_at")
+            remembered = f"remembered until {common.describe_expiry(until, now)}" if until else "remembered"
+        else:
+            remembered = "not remembered (renewal needs OS_PASSWORD or a prompt)"
+        print(f"{marker} {name}: user {user}, project {project}, {state}, {remembered}")
+
+
+@app.command()
+def projects(
+    auth_url: Optional[str] = AuthUrl, user: Optional[str] = User, user_id: Optional[str] = UserId,
+    user_domain: Optional[str] = UserDomain, user_domain_id: Optional[str] = UserDomainId,
+    password_stdin: bool = PasswordStdin, password: Optional[str] = Password,
+    cacert: Optional[str] = CaCert, os_cloud: Optional[str] = OsCloud, profile: Optional[str] = Profile,
+    debug: bool = Debug,
+) -> None:
+    """List your Keystone projects, one per line: name and id.
+
+    Example: kubectl openstack projects --user alice
+    """
+    _debug(debug)
+    flags = dict(auth_url=auth_url, user=user, user_id=user_id, user_domain=user_domain,
+                 user_domain_id=user_domain_id, cacert=cacert)
+    settings, cloud = _settings(flags, profile, os_cloud)
+    identity = _identity(settings)
+    from kubectl_caas.keystone import Keystone
+
+    keystone = Keystone(identity)
+    secret = _password(settings, cloud, identity, password_stdin, password)
+    unscoped = keystone.password_login(secret, scoped=False)
+    try:
+        for project in sorted(keystone.projects(unscoped.auth_token), key=lambda p: p["name"].lower()):
+            print(f"{project['name']}\t{project['id']}")
+    finally:
+        keystone.revoke(unscoped.auth_token)
+
+
+@app.command()
+def logout(
+    context: Optional[str] = typer.Option(None, "--context", help="log out of this context [default: current]"),
+    all_: bool = typer.Option(False, "--all", help="log out of every kubectl-openstack context"),
+    password_stdin: bool = PasswordStdin,
+    kubeconfig_path: Optional[str] = Kubeconfig,
+    debug: bool = Debug,
+) -> None:
+    """Revoke the token, delete the remembered application credential and forget both.
+
+    Deleting the application credential needs your password (Keystone lets only a password login
+    manage them): from OS_PASSWORD, --password-stdin or a prompt. Without one the secret is still
+    forgotten locally and the credential expires on its own. The kubeconfig entries stay.
+
+    Example: kubectl openstack logout --all
+    """
+    _debug(debug)
+    from kubectl_caas.keystone import Identity, Keystone
+
+    chosen = _selected_contexts(context, all_, kubeconfig_path)
+    if not chosen:
+        say("No kubectl-openstack contexts: nothing to log out of")
+        return
+    passwords: Dict[Tuple[str, str], Optional[str]] = {}
+    stdin_password = common.read_secret_stdin("password") if password_stdin else None
+    done = set()
+    for name, _body, args in chosen:
+        options, path, _entry = _entry_for(args)
+        if path in done:
+            continue
+        done.add(path)
+        identity = Identity.from_options(options)
+        keystone = Keystone(identity)
+        with cache.EntryLock(path):
+            entry = cache.read_entry(path)
+            if not entry:
+                say(f"{name}: already logged out")
+                continue
+            token = ((entry.get("tokens") or {}).get("keystone") or {}).get("value")
+            if token and keystone.revoke(token):
+                say(f"{name}: token revoked")
+            credential = entry.get("application_credential") or {}
+            if credential.get("created_by_login"):
+                key = (identity.auth_url, identity.user or identity.user_id or "")
+                if key not in passwords:
+                    passwords[key] = stdin_password or os.environ.get("OS_PASSWORD") or common.prompt_secret(
+                        f"Password for {identity.who}, to delete the application credential: ")
+                _forget_credential(keystone, identity, credential, passwords[key], name)
+            cache.delete_entry(path)
+            say(f"{name}: logged out (cache entry removed)")
+
+
+def _forget_credential(keystone, identity, credential: Dict[str, Any], password: Optional[str], name: str) -> None:
+    until = common.describe_expiry(credential.get("expires_at"))
+    if not password:
+        say(f"{name}: forgot application credential {credential['id']} locally; without your password it "
+            f"cannot be deleted on Keystone and stays valid there until {until} (or delete it in the dashboard)")
+        return
+    try:
+        unscoped = keystone.password_login(password, scoped=False)
+    except AuthError as exc:
+        say(f"{name}: could not delete application credential {credential['id']}: {exc}; it stays valid on "
+            f"Keystone until {until}")
+        return
+    try:
+        if keystone.delete_application_credential(unscoped.auth_token, credential.get("user_id") or unscoped.user_id,
+                                                  credential["id"]):
+            say(f"{name}: application credential {credential['id']} deleted")
+        else:
+            say(f"{name}: application credential {credential['id']} was already gone")
+    finally:
+        keystone.revoke(unscoped.auth_token)
+
+
+def _debug(enabled: bool) -> None:
+    if enabled:
+        from kubectl_caas import http
+
+        http.enable_debug()
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"kubectl-openstack (kubectl-caas) {version('kubectl-caas')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                      help="print the version and exit")) -> None:
+    pass
+
+
+SEED_FLAGS = {"user", "password", "project", "force"}
+
+
+def translate_seed_args(argv: List[str]) -> List[str]:
+    """The Go plugin's command line (`-user=U -password=P -project=P [-force]`, or `-user U`) is a login."""
+    if not argv or not argv[0].startswith("-") or argv[0].startswith("--") and argv[0] not in \
+            {f"--{f}" for f in SEED_FLAGS} and not any(argv[0].startswith(f"--{f}=") for f in SEED_FLAGS):
+        return argv
+    translated = ["login"]
+    for arg in argv:
+        name = arg.lstrip("-").split("=", 1)[0]
+        if arg.startswith("-") and not arg.startswith("--") and name in SEED_FLAGS:
+            translated.append("-" + arg)
+        else:
+            translated.append(arg)
+    return translated
+
+
+def run(argv: List[str]) -> None:
+    common.run_app(app, PLUGIN, translate_seed_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run(sys.argv[1:])

@@ -1,0 +1,149 @@
+"""HTTP plumbing shared by the backends: sessions, timeouts, CA handling, --debug logging with
+secrets redacted, and turning network failures into one clear line for the user."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any, Dict, Mapping, Optional, Union
+from urllib.parse import parse_qsl, urlencode
+
+import requests
+
+from kubectl_caas.errors import CaasError, NetworkError
+
+# Each request: at most 10 s to connect and 20 s between bytes of the answer, 30 s in all for a
+# server that does not answer.
+TIMEOUT = (10.0, 20.0)
+
+_debug = False
+
+SECRET_HEADERS = {"authorization", "x-auth-token", "x-subject-token", "cookie", "set-cookie",
+                  "openstack-auth-receipt"}
+# Keys whose values are secrets wherever they appear in a JSON or form body.
+SECRET_KEYS = re.compile(r"(password|secret|token|device_code|code_verifier|passcode|assertion)$", re.I)
+REDACTED = "<redacted>"
+
+
+def enable_debug() -> None:
+    global _debug
+    _debug = True
+
+
+def debug_enabled() -> bool:
+    return _debug
+
+
+def redact_headers(headers: Mapping[str, str]) -> Dict[str, str]:
+    return {k: (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
+
+
+def redact_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (REDACTED if isinstance(k, str) and SECRET_KEYS.search(k) and v not in (None, "")
+                    else redact_value(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_value(v) for v in value]
+    return value
+
+
+def redact_body(body: Union[bytes, str, None], content_type: str = "") -> str:
+    if body is None or body == b"" or body == "":
+        return ""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        return json.dumps(redact_value(json.loads(text)))
+    except ValueError:
+        pass
+    if "=" in text and " " not in text.strip():
+        pairs = parse_qsl(text, keep_blank_values=True)
+        if pairs:
+            return urlencode([(k, REDACTED if SECRET_KEYS.search(k) else v) for k, v in pairs])
+    if len(text) > 2000:
+        text = text[:2000] + "..."
+    return text
+
+
+def _log_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    request = response.request
+    out = sys.stderr
+    print(f"> {request.method} {_redact_url(request.url or '')}", file=out)
+    for key, value in redact_headers(request.headers).items():
+        print(f">   {key}: {value}", file=out)
+    body = redact_body(request.body, request.headers.get("Content-Type", ""))
+    if body:
+        print(f">   {body}", file=out)
+    print(f"< HTTP {response.status_code} {response.reason} ({response.elapsed.total_seconds():.3f} s)",
+          file=out)
+    for key, value in redact_headers(response.headers).items():
+        print(f"<   {key}: {value}", file=out)
+    text = redact_body(response.content, response.headers.get("Content-Type", ""))
+    if text:
+        print(f"<   {text}", file=out)
+
+
+def _redact_url(url: str) -> str:
+    if "?" not in url:
+        return url
+    base, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return base + "?" + urlencode([(k, REDACTED if SECRET_KEYS.search(k) else v) for k, v in pairs])
+
+
+def prepare(session: requests.Session) -> requests.Session:
+    """Attach --debug logging to a requests session (requests, or authlib's OAuth2Session)."""
+    if _debug:
+        session.hooks.setdefault("response", []).append(_log_response)
+    return session
+
+
+def new_session() -> requests.Session:
+    return prepare(requests.Session())
+
+
+def verify_for(cacert: Optional[str]) -> Union[str, bool]:
+    """What to pass as `verify` on each request.
+
+    An explicit CA path is passed per request: requests lets REQUESTS_CA_BUNDLE override a
+    Session's `verify`, but not one given to the request itself.
+    """
+    if cacert:
+        import os
+
+        path = os.path.abspath(os.path.expanduser(cacert))
+        if not os.path.isfile(path):
+            raise CaasError(f"CA file {cacert} does not exist", "check the --cacert path")
+        return path
+    return True
+
+
+def network_error(exc: BaseException, url: str, service: str, cacert_hint: Optional[str] = None) -> CaasError:
+    """One line for a failure to talk to `service` at `url`."""
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError) or "CERTIFICATE_VERIFY_FAILED" in text \
+            or "SSLError" in type(exc).__name__ or "SSL" in text[:200] and "certificate" in text.lower():
+        return NetworkError(f"TLS verification of {service} at {url} failed",
+                            cacert_hint or "pass the CA bundle that signed its certificate with --cacert")
+    if isinstance(exc, requests.exceptions.Timeout) or "timed out" in text.lower() or "Timeout" in type(exc).__name__:
+        return NetworkError(f"{service} at {url} did not answer in time",
+                            "check the URL and your network, then retry")
+    return NetworkError(f"cannot reach {service} at {url}", "check the URL and your network, then retry")
+
+
+def describe_http_error(status: int, body: bytes, service: str, action: str) -> str:
+    """'<service> answered HTTP <status> to <action>: <message from the body, if any>'."""
+    message = ""
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict):
+            err = data.get("error")
+            if isinstance(err, dict):
+                message = str(err.get("message") or err.get("title") or "")
+            elif isinstance(err, str):
+                message = err + (f": {data['error_description']}" if data.get("error_description") else "")
+            else:
+                message = str(data.get("message") or "")
+    except ValueError:
+        pass
+    text = f"{service} answered HTTP {status} to {action}"
+    return f"{text}: {message[:300]}" if message else text

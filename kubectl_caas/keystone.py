@@ -1,0 +1,381 @@
+"""Keystone backend (keystoneauth1): password and application-credential logins, remembered
+application credentials, project listing, token revocation.
+
+It answers the core's one question — "a token for this identity, its expiry, and what is needed to
+renew it" — as a cache entry (see `entry_from_access`).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+from keystoneauth1 import exceptions as ks_exc
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
+
+from kubectl_caas import http
+from kubectl_caas.errors import AuthError, CaasError, LoginRequired, UsageError
+
+SERVICE = "Keystone"
+DEFAULT_DOMAIN = "default"
+DEFAULT_REMEMBER_SECONDS = 7 * 24 * 3600
+CACERT_HINT = ("pass the CA bundle with --cacert or OS_CACERT (CloudVeneto users: CloudVenetoCAs.pem)")
+
+
+def normalise_auth_url(url: str) -> str:
+    """Keystone's v3 root. OS_AUTH_URL is often given without /v3, or with the retired /v2.0."""
+    url = url.strip().rstrip("/")
+    if url.endswith("/v2.0"):
+        url = url[: -len("/v2.0")]
+    if not url.endswith("/v3"):
+        url += "/v3"
+    return url
+
+
+@dataclass
+class Identity:
+    """Who logs in, where: every non-secret parameter needed to authenticate again."""
+
+    auth_url: str
+    user: Optional[str] = None
+    user_id: Optional[str] = None
+    user_domain: Optional[str] = None
+    user_domain_id: Optional[str] = None
+    project: Optional[str] = None
+    project_id: Optional[str] = None
+    project_domain: Optional[str] = None
+    project_domain_id: Optional[str] = None
+    cacert: Optional[str] = None
+    application_credential_id: Optional[str] = None
+    os_cloud: Optional[str] = None
+    extra: Dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.auth_url = normalise_auth_url(self.auth_url)
+        if not (self.user_domain or self.user_domain_id):
+            self.user_domain_id = DEFAULT_DOMAIN
+        if not (self.project_domain or self.project_domain_id):
+            self.project_domain_id = DEFAULT_DOMAIN
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, str]) -> "Identity":
+        """From get-token's options (the exec args login wrote into the kubeconfig)."""
+        if not options.get("auth-url"):
+            raise UsageError("get-token needs --auth-url", "run `kubectl openstack login` again")
+        return cls(auth_url=options["auth-url"], user=options.get("user"), user_id=options.get("user-id"),
+                   user_domain=options.get("user-domain"), user_domain_id=options.get("user-domain-id"),
+                   project=options.get("project"), project_id=options.get("project-id"),
+                   project_domain=options.get("project-domain"),
+                   project_domain_id=options.get("project-domain-id"), cacert=options.get("cacert"),
+                   application_credential_id=options.get("application-credential-id"),
+                   os_cloud=options.get("os-cloud"))
+
+    def exec_args(self) -> List[str]:
+        """get-token's arguments: enough to find the cache entry and log in again, no secret."""
+        args = ["get-token", "--auth-url", self.auth_url]
+        pairs = [("user", self.user), ("user-id", None if self.user else self.user_id),
+                 ("user-domain", self.user_domain), ("user-domain-id", None if self.user_domain else self.user_domain_id),
+                 ("project", self.project), ("project-id", None if self.project else self.project_id),
+                 ("project-domain", self.project_domain),
+                 ("project-domain-id", None if self.project_domain else self.project_domain_id),
+                 ("application-credential-id", self.application_credential_id),
+                 ("os-cloud", self.os_cloud), ("cacert", self.cacert and os.path.abspath(self.cacert))]
+        for name, value in pairs:
+            if value:
+                args += [f"--{name}", value]
+        return args
+
+    @property
+    def who(self) -> str:
+        domain = self.user_domain or self.user_domain_id
+        return f"user {self.user or self.user_id} in domain {domain}"
+
+    @property
+    def project_label(self) -> str:
+        return self.project or self.project_id or "?"
+
+    def scope(self) -> Dict[str, Optional[str]]:
+        if self.project_id and not self.project:
+            return {"project_id": self.project_id}
+        return {"project_name": self.project, "project_domain_name": self.project_domain,
+                "project_domain_id": None if self.project_domain else self.project_domain_id}
+
+    def user_fields(self) -> Dict[str, Optional[str]]:
+        return {"username": self.user, "user_id": None if self.user else self.user_id,
+                "user_domain_name": self.user_domain,
+                "user_domain_id": None if self.user_domain else self.user_domain_id}
+
+
+class Keystone:
+    """A connection to one Keystone, with our timeouts, CA and --debug logging."""
+
+    def __init__(self, identity: Identity):
+        self.identity = identity
+        self.verify = http.verify_for(identity.cacert)
+        self.session = ks_session.Session(session=http.new_session(), verify=self.verify,
+                                          timeout=sum(http.TIMEOUT), user_agent="kubectl-caas",
+                                          connect_retries=1)
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def _translate(self, exc: Exception, action: str) -> CaasError:
+        url = self.identity.auth_url
+        if isinstance(exc, ks_exc.SSLError):
+            return http.network_error(exc, url, SERVICE, CACERT_HINT)
+        if isinstance(exc, (ks_exc.ConnectionError, ks_exc.DiscoveryFailure)):
+            if "certificate" in str(exc).lower() or "ssl" in str(exc).lower():
+                return http.network_error(requests_ssl_error(), url, SERVICE, CACERT_HINT)
+            return http.network_error(exc, url, SERVICE)
+        if isinstance(exc, ks_exc.HttpError):
+            response = getattr(exc, "response", None)
+            body = response.content if response is not None else b""
+            message = http.describe_http_error(exc.http_status or 0, body, SERVICE, action)
+            request_id = getattr(exc, "request_id", None)
+            return CaasError(message + (f" (Request-ID: {request_id})" if request_id else ""))
+        if isinstance(exc, ks_exc.MissingAuthMethods):
+            methods = ", ".join(sorted({m for rule in exc.required_auth_methods for m in rule}))
+            return AuthError(f"Keystone requires more authentication methods for {self.identity.who}: {methods}",
+                             "multi-factor login is not supported by kubectl-openstack yet")
+        return CaasError(f"{SERVICE} {action} failed: {exc}")
+
+    # -- logins ---------------------------------------------------------------------------------
+
+    def password_login(self, password: str, scoped: bool = True):
+        if not password:
+            raise UsageError("the password is empty", "type it at the prompt, or pass it with --password-stdin")
+        ident = self.identity
+        if not (ident.user or ident.user_id):
+            raise UsageError("no user name", "pass --user or set OS_USERNAME")
+        if scoped and not (ident.project or ident.project_id):
+            raise UsageError("no project", "pass --project or set OS_PROJECT_NAME "
+                             "(`kubectl openstack projects` lists yours)")
+        fields: Dict[str, Any] = dict(ident.user_fields())
+        if scoped:
+            fields.update(ident.scope())
+        auth = v3.Password(ident.auth_url, password=password, unscoped=not scoped, include_catalog=False,
+                           **{k: v for k, v in fields.items() if v})
+        try:
+            return auth.get_access(self.session)
+        except ks_exc.Unauthorized:
+            if scoped:
+                self._explain_scoped_401(password)
+            raise AuthError(f"Keystone rejected the password for {ident.who} at {ident.auth_url} (HTTP 401)",
+                            "check the user name, the domain and the password set in the dashboard") from None
+        except ks_exc.ClientException as exc:
+            raise self._translate(exc, "the password login") from None
+
+    def _explain_scoped_401(self, password: str) -> None:
+        """A project-scoped login failed: was it the password, or the project?"""
+        try:
+            unscoped = self.password_login(password, scoped=False)
+        except AuthError:
+            return  # the password itself is wrong: the caller says so
+        projects = self.projects(unscoped.auth_token)
+        names = ", ".join(sorted(p["name"] for p in projects)) or "none"
+        raise AuthError(f"{self.identity.who} cannot use project {self.identity.project_label} "
+                        f"(unknown, or you are not a member; HTTP 401)", f"your projects: {names}")
+
+    def token_login(self, token: str, project_id: str):
+        auth = v3.Token(self.identity.auth_url, token=token, project_id=project_id, include_catalog=False)
+        try:
+            return auth.get_access(self.session)
+        except ks_exc.ClientException as exc:
+            raise self._translate(exc, f"the login to project {project_id}") from None
+
+    def application_credential_login(self, credential_id: str, secret: str):
+        # Never send a scope with an application credential: Keystone answers 401 (its project is implicit).
+        auth = v3.ApplicationCredential(self.identity.auth_url, application_credential_secret=secret,
+                                        application_credential_id=credential_id, include_catalog=False)
+        try:
+            return auth.get_access(self.session)
+        except ks_exc.Unauthorized:
+            raise AuthError(f"Keystone rejected application credential {credential_id} (HTTP 401)",
+                            "it may have expired or been deleted; run `kubectl openstack login`") from None
+        except ks_exc.ClientException as exc:
+            raise self._translate(exc, "the application credential login") from None
+
+    # -- plain REST calls on the identity endpoint -----------------------------------------------
+
+    def _call(self, method: str, path: str, token: str, action: str, ok=(200,), **kwargs: Any):
+        url = self.identity.auth_url + path
+        headers = {"X-Auth-Token": token, **kwargs.pop("headers", {})}
+        try:
+            response = self.session.request(url, method, headers=headers, authenticated=False,
+                                            raise_exc=False, **kwargs)
+        except ks_exc.ClientException as exc:
+            raise self._translate(exc, action) from None
+        if response.status_code not in ok:
+            raise ApiError(response.status_code,
+                           http.describe_http_error(response.status_code, response.content, SERVICE, action))
+        return response
+
+    def projects(self, token: str) -> List[Dict[str, Any]]:
+        response = self._call("GET", "/auth/projects", token, "the project list")
+        projects = _json(response).get("projects")
+        if not isinstance(projects, list):
+            raise CaasError("Keystone's project list is malformed")
+        return [p for p in projects if isinstance(p, dict) and p.get("name") and p.get("id")]
+
+    def create_application_credential(self, access, lifetime: float) -> Optional[Dict[str, Any]]:
+        """A restricted credential for the token's project, or None when Keystone forbids it (403)."""
+        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=lifetime)
+        name = f"kubectl-caas-{access.project_name}-{socket.gethostname()}-{int(time.time())}"
+        body = {"application_credential": {
+            "name": name[:255],
+            "description": "Created by kubectl-caas login so kubectl can renew its Keystone tokens. "
+                           "Deleted by `kubectl openstack logout`.",
+            "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%S"),
+            "unrestricted": False,
+        }}
+        try:
+            response = self._call("POST", f"/users/{access.user_id}/application_credentials",
+                                  access.auth_token, "creating an application credential", ok=(201,), json=body)
+        except ApiError as exc:
+            if exc.status == 403:
+                return None
+            raise
+        created = _json(response).get("application_credential") or {}
+        if not created.get("id") or not created.get("secret"):
+            raise CaasError("Keystone created an application credential but returned no id or secret")
+        return {"id": created["id"], "secret": created["secret"], "name": created.get("name", name),
+                "expires_at": expires.timestamp(), "user_id": access.user_id}
+
+    def delete_application_credential(self, token: str, user_id: str, credential_id: str) -> bool:
+        try:
+            self._call("DELETE", f"/users/{user_id}/application_credentials/{credential_id}", token,
+                       "deleting the application credential", ok=(204,))
+            return True
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def revoke(self, token: str) -> bool:
+        """Revoke a token with itself (Keystone lets a token's owner revoke it); False if already gone."""
+        try:
+            self._call("DELETE", "/auth/tokens", token, "revoking the token", ok=(204,),
+                       headers={"X-Subject-Token": token})
+            return True
+        except ApiError as exc:
+            if exc.status in (401, 404):
+                return False
+            raise
+
+
+class ApiError(CaasError):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def requests_ssl_error() -> Exception:
+    import requests
+
+    return requests.exceptions.SSLError("certificate verify failed")
+
+
+def _json(response) -> Dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        raise CaasError(f"Keystone answered HTTP {response.status_code} with a body that is not JSON") from None
+    if not isinstance(data, dict):
+        raise CaasError(f"Keystone answered HTTP {response.status_code} with unexpected JSON")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache entries
+
+
+def entry_from_access(identity: Identity, access, method: str,
+                      application_credential: Optional[Dict[str, Any]] = None,
+                      remember_seconds: Optional[float] = None) -> Dict[str, Any]:
+    expires = access.expires.timestamp()
+    issued = access.issued.timestamp() if getattr(access, "issued", None) else time.time()
+    entry: Dict[str, Any] = {
+        "version": 1,
+        "plugin": "openstack",
+        "auth_url": identity.auth_url,
+        "user": {"id": access.user_id, "name": access.username, "domain_id": access.user_domain_id,
+                 "domain_name": access.user_domain_name},
+        "project": {"id": access.project_id, "name": access.project_name,
+                    "domain_id": access.project_domain_id},
+        "method": method,
+        "tokens": {"keystone": {"value": access.auth_token, "expires_at": expires, "issued_at": issued}},
+    }
+    if application_credential:
+        entry["application_credential"] = application_credential
+    if remember_seconds is not None:
+        entry["remember_seconds"] = remember_seconds
+    return entry
+
+
+def _check_project(identity: Identity, access) -> None:
+    """A credential from the environment must be for the project this context is about."""
+    if identity.project_id and access.project_id != identity.project_id or \
+            identity.project and access.project_name != identity.project and not identity.project_id:
+        raise AuthError(f"the application credential is for project {access.project_name}, "
+                        f"not {identity.project_label}",
+                        "unset OS_APPLICATION_CREDENTIAL_ID/_SECRET or use a credential for this project")
+
+
+def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interactive: bool) -> Dict[str, Any]:
+    """A fresh token for get-token, from the first source that works (see the module docstring)."""
+    identity = Identity.from_options(options)
+    keystone = Keystone(identity)
+    entry = dict(entry or {})
+    remembered = entry.get("application_credential")
+    if isinstance(remembered, dict) and remembered.get("id") and remembered.get("secret"):
+        expired = float(remembered.get("expires_at") or 0) and float(remembered["expires_at"]) <= time.time()
+        if not expired:
+            try:
+                access = keystone.application_credential_login(remembered["id"], remembered["secret"])
+                return entry_from_access(identity, access, entry.get("method") or "application_credential",
+                                         remembered, entry.get("remember_seconds"))
+            except AuthError:
+                pass  # expired or deleted on the server: fall through to the next source
+        print("kubectl-openstack: the remembered application credential no longer works", file=sys.stderr)
+        entry.pop("application_credential", None)
+
+    env_id = os.environ.get("OS_APPLICATION_CREDENTIAL_ID")
+    env_secret = os.environ.get("OS_APPLICATION_CREDENTIAL_SECRET")
+    if env_id and env_secret and (not identity.application_credential_id
+                                  or identity.application_credential_id == env_id):
+        access = keystone.application_credential_login(env_id, env_secret)
+        _check_project(identity, access)
+        return entry_from_access(identity, access, "application_credential")
+
+    if identity.application_credential_id:
+        raise LoginRequired(f"no secret for application credential {identity.application_credential_id}",
+                            "set OS_APPLICATION_CREDENTIAL_SECRET, or run `kubectl openstack login`")
+
+    password = os.environ.get("OS_PASSWORD")
+    prompted = False
+    if not password and interactive:
+        password = prompt_password(identity)
+        prompted = True
+    if not password:
+        raise LoginRequired(f"the Keystone token for {identity.who}, project {identity.project_label} has "
+                            "expired and there is nothing to renew it with",
+                            "run `kubectl openstack login`")
+    access = keystone.password_login(password)
+    credential = None
+    remember = entry.get("remember_seconds", DEFAULT_REMEMBER_SECONDS)
+    if prompted and remember:
+        # A person just typed the password: remember the login again, as `login` does.
+        credential = keystone.create_application_credential(access, float(remember))
+    return entry_from_access(identity, access, "password", credential, remember)
+
+
+def prompt_password(identity: Identity) -> str:
+    try:
+        return getpass.getpass(f"Keystone password for {identity.who} ({identity.auth_url}): ")
+    except (EOFError, OSError):
+        return ""

@@ -1,0 +1,118 @@
+"""Where each setting comes from: command-line flag > environment > config file > site profile.
+
+The config file is ``$KUBECTL_CAAS_CONFIG``, else ``$XDG_CONFIG_HOME/kubectl-caas/config.yaml``
+(``~/.config/kubectl-caas/config.yaml``). It has one section per plugin::
+
+    openstack:
+      profile: cloudveneto        # built-in site profile to start from
+      server: https://caas.example.org:6443
+      certificate_authority: /etc/pki/caas-ca.pem
+    iam:
+      issuer: https://iam.cloud.infn.it
+      client_id: my-client
+
+A site can ship defaults by installing such a file and pointing KUBECTL_CAAS_CONFIG at it, or as
+a profile file in ``<config dir>/profiles/<name>.json`` (same keys as the built-in profiles).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+from kubectl_caas.errors import UsageError
+
+DEFAULT_PROFILE = {"openstack": "cloudveneto", "iam": "infn-iam"}
+
+
+def config_dir() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "kubectl-caas")
+
+
+def config_path() -> str:
+    return os.environ.get("KUBECTL_CAAS_CONFIG") or os.path.join(config_dir(), "config.yaml")
+
+
+def load_config_file(plugin: str) -> Dict[str, Any]:
+    path = config_path()
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise UsageError(f"cannot read the config file {path}: {exc.strerror}") from None
+    import yaml
+
+    try:
+        data = yaml.safe_load(raw) or {}
+    except yaml.YAMLError:
+        raise UsageError(f"the config file {path} is not valid YAML", "fix it or move it away") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"the config file {path} must be a mapping with `{plugin}:` inside")
+    section = data.get(plugin) or {}
+    if not isinstance(section, dict):
+        raise UsageError(f"the config file {path}: `{plugin}` must be a mapping of settings")
+    return section
+
+
+def load_profile(name: str) -> Dict[str, Any]:
+    """A site profile: a user's own `<config dir>/profiles/NAME.json` first, then the built-in one."""
+    candidates = [os.path.join(config_dir(), "profiles", f"{name}.json"),
+                  os.path.join(os.path.dirname(__file__), "profiles", f"{name}.json")]
+    for path in candidates:
+        try:
+            with open(path, "rb") as handle:
+                return json.loads(handle.read())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            raise UsageError(f"the site profile {path} cannot be read as JSON") from None
+    raise UsageError(f"unknown site profile {name!r}",
+                     f"use one of: {', '.join(builtin_profiles())}, or create {candidates[0]}")
+
+
+def builtin_profiles() -> Iterable[str]:
+    folder = os.path.join(os.path.dirname(__file__), "profiles")
+    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
+
+
+@dataclass
+class Settings:
+    """Resolved settings for one command, remembering where each value came from."""
+
+    plugin: str
+    flags: Dict[str, Any]
+    config: Dict[str, Any] = field(default_factory=dict)
+    profile: Dict[str, Any] = field(default_factory=dict)
+    profile_name: Optional[str] = None
+
+    @classmethod
+    def load(cls, plugin: str, flags: Dict[str, Any], profile: Optional[str] = None) -> "Settings":
+        config = load_config_file(plugin)
+        name = profile or os.environ.get("KUBECTL_CAAS_PROFILE") or config.get("profile") \
+            or DEFAULT_PROFILE[plugin]
+        data = load_profile(name) if name != "none" else {}
+        return cls(plugin, flags, config, data, name)
+
+    def lookup(self, key: str, env: Iterable[str] = ()) -> Tuple[Optional[Any], str]:
+        value = self.flags.get(key)
+        if value not in (None, ""):
+            return value, "flag"
+        for name in env:
+            if os.environ.get(name):
+                return os.environ[name], name
+        if self.config.get(key) not in (None, ""):
+            return self.config[key], "config file"
+        if self.profile.get(key) not in (None, ""):
+            return self.profile[key], f"profile {self.profile_name}"
+        return None, ""
+
+    def get(self, key: str, env: Iterable[str] = (), default: Any = None) -> Any:
+        value, _ = self.lookup(key, env)
+        return default if value is None else value
+
+    def hint(self, key: str) -> Optional[str]:
+        return self.profile.get(f"{key}_hint")
