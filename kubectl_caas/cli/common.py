@@ -8,8 +8,12 @@ import sys
 import time
 from typing import Callable, List, NoReturn, Optional
 
-import click
 import typer
+
+try:  # typer >= 0.25 carries its own copy of click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer on older Pythons
+    from click import exceptions as click_exc
 
 from kubectl_caas.errors import EXIT_CODES_HELP, EXIT_USAGE, CaasError, UsageError
 
@@ -32,25 +36,30 @@ def fail(plugin: str, exc: CaasError) -> NoReturn:
     raise SystemExit(exc.exit_code)
 
 
+_NO_ARGS_IS_HELP = getattr(click_exc, "NoArgsIsHelpError", ())
+_ABORT = tuple({typer.Abort, getattr(click_exc, "Abort", typer.Abort)})
+_EXIT = tuple({typer.Exit, getattr(click_exc, "Exit", typer.Exit)})
+
+
 def run_app(app: typer.Typer, plugin: str, argv: List[str]) -> NoReturn:
     debug = "--debug" in argv
     try:
         result = app(args=argv, prog_name=f"kubectl-{plugin}", standalone_mode=False)
     except CaasError as exc:
         fail(plugin, exc)
-    except click.exceptions.NoArgsIsHelpError as exc:  # pragma: no cover - depends on click version
-        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+    except _NO_ARGS_IS_HELP as exc:
+        print(exc.ctx.get_help() if getattr(exc, "ctx", None) else str(exc))
         raise SystemExit(0)
-    except click.exceptions.UsageError as exc:
+    except click_exc.UsageError as exc:
         hint = f"see `kubectl-{plugin} {exc.ctx.info_name if exc.ctx and exc.ctx.parent else ''} --help`"
         print(f"kubectl-{plugin}: error: {exc.format_message()}; {' '.join(hint.split())}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
-    except click.exceptions.Abort:
+    except _ABORT:
         print(f"kubectl-{plugin}: interrupted", file=sys.stderr)
         raise SystemExit(130)
-    except click.exceptions.Exit as exc:
+    except _EXIT as exc:
         raise SystemExit(exc.exit_code)
-    except click.exceptions.ClickException as exc:
+    except click_exc.ClickException as exc:
         print(f"kubectl-{plugin}: error: {exc.format_message()}", file=sys.stderr)
         raise SystemExit(exc.exit_code)
     except KeyboardInterrupt:

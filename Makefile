@@ -1,0 +1,45 @@
+# kubectl-caas: `make test` and `make demo` set up everything they need on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+KEYSTONE_VENV := .cache/keystone-venv
+OIDC_DIR := tests/servers/oidc
+STAMP := $(VENV)/.installed
+
+.PHONY: all test unit integration lint demo bench plugins clean env
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(KEYSTONE_VENV)/.ready: tests/servers/keystone.py | $(STAMP)
+	$(PY) tests/servers/keystone.py ensure-venv $(KEYSTONE_VENV)
+	touch $@
+
+$(OIDC_DIR)/node_modules/.ready: $(OIDC_DIR)/package-lock.json
+	cd $(OIDC_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+env: $(STAMP) $(KEYSTONE_VENV)/.ready $(OIDC_DIR)/node_modules/.ready
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check kubectl_caas tests benchmarks
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+test: env lint
+	KEYSTONE_VENV=$(abspath $(KEYSTONE_VENV)) $(PY) -m pytest tests -q
+
+demo: env
+	KEYSTONE_VENV=$(abspath $(KEYSTONE_VENV)) $(PY) -m tests.demo
+
+bench: env
+	KEYSTONE_VENV=$(abspath $(KEYSTONE_VENV)) $(PY) benchmarks/bench.py
+
+clean:
+	rm -rf $(VENV) .cache dist build $(OIDC_DIR)/node_modules
