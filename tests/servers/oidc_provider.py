@@ -1,0 +1,366 @@
+"""Run the real test OpenID provider (``tests/servers/oidc/provider.mjs``, oidc-provider 9 on Node).
+
+    from tests.servers.tls import make_pki
+    from tests.servers.oidc_provider import OIDCProvider
+
+    with OIDCProvider(make_pki(tmpdir), id_token_ttl=20) as op:
+        op.issuer            # "https://127.0.0.1:<port>" (exactly what it serves and signs)
+        op.client_id         # public client for the device flow ("kubectl-caas-test")
+        op.token_requests("refresh_token")   # parsed request-log lines of POST /token
+        op.introspect(token)                 # RFC 7662 answer, via a confidential client
+
+The provider listens on 127.0.0.1, on a port the kernel picks, and prints ``READY <issuer>``
+once it serves; the issuer carries the real port, so there is no port race.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+__all__ = ["OIDC_DIR", "OIDCProvider", "OIDCProviderError", "ensure_node_modules", "DEVICE_CODE_GRANT"]
+
+OIDC_DIR = Path(__file__).resolve().parent / "oidc"
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+_NPM_CI_TIMEOUT = 300.0
+_HTTP_TIMEOUT = 10.0
+
+
+class OIDCProviderError(RuntimeError):
+    pass
+
+
+def _node() -> str:
+    node = os.environ.get("NODE") or shutil.which("node") or "/usr/bin/node"
+    if not Path(node).exists() and shutil.which(node) is None:
+        raise OIDCProviderError(f"node not found ({node}); Node.js 20+ is needed for the test OpenID provider")
+    return node
+
+
+def ensure_node_modules() -> None:
+    """Run ``npm ci`` in tests/servers/oidc when node_modules is missing or older than the lock.
+
+    A lock file in the temp directory keeps concurrent test processes from running two installs
+    into the same folder.
+    """
+    lock = OIDC_DIR / "package-lock.json"
+    marker = OIDC_DIR / "node_modules" / ".package-lock.json"  # npm writes it on every install
+
+    def fresh() -> bool:
+        return (
+            marker.exists()
+            and (OIDC_DIR / "node_modules" / "oidc-provider" / "package.json").exists()
+            and marker.stat().st_mtime >= lock.stat().st_mtime
+        )
+
+    if fresh():
+        return
+    digest = hashlib.sha256(str(OIDC_DIR).encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"kubectl-caas-npm-ci-{digest}.lock"
+    with open(lock_path, "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        if fresh():
+            return
+        npm = shutil.which("npm")
+        if npm is None:
+            raise OIDCProviderError("npm not found: cannot install the test OpenID provider")
+        proc = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=OIDC_DIR,
+            capture_output=True,
+            text=True,
+            timeout=_NPM_CI_TIMEOUT,
+        )
+        if proc.returncode != 0:
+            raise OIDCProviderError(f"npm ci failed in {OIDC_DIR}:\n{proc.stdout}\n{proc.stderr}")
+
+
+class OIDCProvider:
+    """The test OpenID provider as a subprocess; a context manager, or call start()/stop().
+
+    ``pki`` is an object with ``.ca_cert``, ``.server_cert`` and ``.server_key`` paths (see
+    tests/servers/tls.py); ``cert``/``key``/``ca_cert`` override it one by one.
+
+    Lifetimes are in seconds. ``rotate_refresh_tokens``: ``"auto"`` (oidc-provider's default: a
+    public client gets a new refresh token at every refresh and the old one stops working),
+    ``"always"`` or ``"never"`` (the same refresh token keeps working, as IAM probably does).
+    ``trailing_slash=True`` makes the issuer ``https://127.0.0.1:<port>/``, as IAM writes it.
+    ``device_interval``: add ``interval`` to the device response (IAM and oidc-provider send none).
+    ``accounts`` maps a login name to claims that replace the defaults (``groups`` etc.).
+    """
+
+    def __init__(
+        self,
+        pki: Any = None,
+        *,
+        cert: str | os.PathLike[str] | None = None,
+        key: str | os.PathLike[str] | None = None,
+        ca_cert: str | os.PathLike[str] | None = None,
+        client_id: str = "kubectl-caas-test",
+        id_token_ttl: int = 600,
+        access_token_ttl: int = 3600,
+        device_code_ttl: int = 600,
+        refresh_token_ttl: int = 30 * 24 * 3600,
+        rotate_refresh_tokens: str = "auto",
+        trailing_slash: bool = False,
+        device_interval: int | None = None,
+        accounts: dict[str, dict[str, Any]] | None = None,
+        port: int = 0,
+        workdir: str | os.PathLike[str] | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.cert = str(cert or (pki.server_cert if pki is not None else ""))
+        self.key = str(key or (pki.server_key if pki is not None else ""))
+        self.ca_cert = str(ca_cert or (pki.ca_cert if pki is not None else ""))
+        if not (self.cert and self.key and self.ca_cert):
+            raise ValueError("OIDCProvider needs a pki, or cert, key and ca_cert")
+        if rotate_refresh_tokens not in ("auto", "always", "never"):
+            raise ValueError("rotate_refresh_tokens must be 'auto', 'always' or 'never'")
+        self.client_id = client_id
+        self.rs_client_id = f"{client_id}-rs"
+        self.rs_client_secret = f"{client_id}-rs-secret"
+        self.id_token_ttl = int(id_token_ttl)
+        self.access_token_ttl = int(access_token_ttl)
+        self.device_code_ttl = int(device_code_ttl)
+        self.refresh_token_ttl = int(refresh_token_ttl)
+        self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.trailing_slash = trailing_slash
+        self.device_interval = device_interval
+        self.accounts = accounts or {}
+        self.port = port
+        self.startup_timeout = startup_timeout
+        self._own_workdir = workdir is None
+        self._workdir_arg = workdir
+        self.workdir: Path | None = None
+        self.issuer: str | None = None
+        self._proc: subprocess.Popen[str] | None = None
+        self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
+        self._discovery: dict[str, Any] | None = None
+
+    # -- files ---------------------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        """JSON lines, one per HTTP request: time, method, path, status, ms, route, and for
+        POST /token grant_type; error when the answer carried an OAuth error code."""
+        assert self.workdir is not None, "not started"
+        return self.workdir / "requests.jsonl"
+
+    @property
+    def output_path(self) -> Path:
+        """The provider's stdout and stderr (its warnings), for diagnosing a failed start."""
+        assert self.workdir is not None, "not started"
+        return self.workdir / "provider.out"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> OIDCProvider:
+        if self._proc is not None:
+            raise OIDCProviderError("already started")
+        ensure_node_modules()
+        if self._own_workdir:
+            self.workdir = Path(tempfile.mkdtemp(prefix="oidc-provider-"))
+        else:
+            self.workdir = Path(self._workdir_arg)  # type: ignore[arg-type]
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path.touch()
+        args = [
+            _node(),
+            str(OIDC_DIR / "provider.mjs"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--cert",
+            self.cert,
+            "--key",
+            self.key,
+            "--log",
+            str(self.log_path),
+            "--client-id",
+            self.client_id,
+            "--rs-client-id",
+            self.rs_client_id,
+            "--rs-client-secret",
+            self.rs_client_secret,
+            "--id-token-ttl",
+            str(self.id_token_ttl),
+            "--access-token-ttl",
+            str(self.access_token_ttl),
+            "--device-code-ttl",
+            str(self.device_code_ttl),
+            "--refresh-token-ttl",
+            str(self.refresh_token_ttl),
+            "--rotate-refresh-tokens",
+            self.rotate_refresh_tokens,
+            "--trailing-slash",
+            "true" if self.trailing_slash else "false",
+        ]
+        if self.device_interval is not None:
+            args += ["--device-interval", str(int(self.device_interval))]
+        if self.accounts:
+            accounts_file = self.workdir / "accounts.json"
+            accounts_file.write_text(json.dumps(self.accounts))
+            args += ["--accounts", str(accounts_file)]
+        # Environment settings of provider.mjs must not leak in from the caller's shell.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OIDC_")}
+        out = open(self.output_path, "w")  # noqa: SIM115 - kept open by the reader thread
+        self._proc = subprocess.Popen(
+            args,
+            cwd=OIDC_DIR,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=out,
+            text=True,
+            env=env,
+        )
+        self._ready.clear()
+        self._reader = threading.Thread(
+            target=self._read_stdout, args=(self._proc, out), daemon=True, name="oidc-provider-stdout"
+        )
+        self._reader.start()
+        deadline = time.monotonic() + self.startup_timeout
+        while not self._ready.wait(timeout=0.05):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self._reader.join(timeout=2)
+                reason = (
+                    f"exited with {self._proc.returncode}"
+                    if self._proc.poll() is not None
+                    else f"not ready after {self.startup_timeout} s"
+                )
+                tail = self._tail()
+                self.stop()
+                raise OIDCProviderError(f"test OpenID provider {reason}:\n{tail}")
+        return self
+
+    def _read_stdout(self, proc: subprocess.Popen[str], out: Any) -> None:
+        # Copies stdout to the output file and notices the READY line; keeps draining the pipe
+        # so the provider never blocks on a full pipe.
+        assert proc.stdout is not None
+        with out:
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+                if not self._ready.is_set() and line.startswith("READY "):
+                    self.issuer = line.split(" ", 1)[1].strip()
+                    self._ready.set()
+
+    def _tail(self, n: int = 4000) -> str:
+        with contextlib.suppress(OSError):
+            return self.output_path.read_text(errors="replace")[-n:]
+        return ""
+
+    def stop(self, timeout: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=timeout)
+        if self._reader is not None:
+            self._reader.join(timeout=timeout)
+            self._reader = None
+        if self._own_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def __enter__(self) -> OIDCProvider:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- endpoints -----------------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        """An absolute URL on the provider for ``path`` ("/token", ...)."""
+        assert self.issuer is not None, "not started"
+        return self.issuer.rstrip("/") + "/" + path.lstrip("/")
+
+    def discovery(self) -> dict[str, Any]:
+        if self._discovery is None:
+            resp = requests.get(
+                self.url("/.well-known/openid-configuration"), verify=self.ca_cert, timeout=_HTTP_TIMEOUT
+            )
+            resp.raise_for_status()
+            self._discovery = resp.json()
+        return self._discovery
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.discovery()["token_endpoint"]
+
+    @property
+    def device_authorization_endpoint(self) -> str:
+        return self.discovery()["device_authorization_endpoint"]
+
+    @property
+    def revocation_endpoint(self) -> str:
+        return self.discovery()["revocation_endpoint"]
+
+    @property
+    def introspection_endpoint(self) -> str:
+        return self.discovery()["introspection_endpoint"]
+
+    # -- request log ---------------------------------------------------------------------------
+    def requests(self) -> list[dict[str, Any]]:
+        """All requests so far, oldest first (each line is written before its answer is sent)."""
+        with open(self.log_path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def token_requests(self, grant_type: str | None = None) -> list[dict[str, Any]]:
+        """POST /token requests; ``grant_type`` filters ("refresh_token", "device_code" or the
+        full URN)."""
+        wanted = DEVICE_CODE_GRANT if grant_type == "device_code" else grant_type
+        return [
+            r
+            for r in self.requests()
+            if r.get("method") == "POST"
+            and r.get("route") == "token"
+            and (wanted is None or r.get("grant_type") == wanted)
+        ]
+
+    # -- resource-server side ------------------------------------------------------------------
+    def introspect(self, token: str, token_type_hint: str | None = None) -> dict[str, Any]:
+        """RFC 7662 introspection with the confidential resource-server client (the public
+        client may only introspect its own tokens)."""
+        data = {"token": token}
+        if token_type_hint:
+            data["token_type_hint"] = token_type_hint
+        resp = requests.post(
+            self.introspection_endpoint,
+            data=data,
+            auth=(self.rs_client_id, self.rs_client_secret),
+            verify=self.ca_cert,
+            timeout=_HTTP_TIMEOUT,
+        )
+        resp.raise_for_status()
+        return resp.json()
+
+    def jwks(self) -> dict[str, Any]:
+        resp = requests.get(self.discovery()["jwks_uri"], verify=self.ca_cert, timeout=_HTTP_TIMEOUT)
+        resp.raise_for_status()
+        return resp.json()
