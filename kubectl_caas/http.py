@@ -40,8 +40,9 @@ def redact_headers(headers: Mapping[str, str]) -> Dict[str, str]:
 
 def redact_value(value: Any) -> Any:
     if isinstance(value, dict):
+        # Only scalar values are hidden: a nested mapping under "password" still shows the user.
         return {k: (REDACTED if isinstance(k, str) and SECRET_KEYS.search(k) and v not in (None, "")
-                    else redact_value(v)) for k, v in value.items()}
+                    and not isinstance(v, (dict, list)) else redact_value(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [redact_value(v) for v in value]
     return value

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import logging
 import os
 import socket
 import sys
@@ -21,6 +22,10 @@ from keystoneauth1.identity import v3
 
 from kubectl_caas import http
 from kubectl_caas.errors import AuthError, CaasError, LoginRequired, UsageError
+
+# keystoneauth1 logs its retries as warnings; with no handler Python would print them to stderr.
+# Our own --debug output and error lines say what happened.
+logging.getLogger("keystoneauth").addHandler(logging.NullHandler())
 
 SERVICE = "Keystone"
 DEFAULT_DOMAIN = "default"
@@ -225,7 +230,10 @@ class Keystone:
     def create_application_credential(self, access, lifetime: float) -> Optional[Dict[str, Any]]:
         """A restricted credential for the token's project, or None when Keystone forbids it (403)."""
         expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=lifetime)
-        name = f"kubectl-caas-{access.project_name}-{socket.gethostname()}-{int(time.time())}"
+        import secrets
+
+        # Unique per login; the host name tells a person in the dashboard where it is used.
+        name = f"kubectl-caas-{access.project_name}-{socket.gethostname()}-{secrets.token_hex(4)}"
         body = {"application_credential": {
             "name": name[:255],
             "description": "Created by kubectl-caas login so kubectl can renew its Keystone tokens. "

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import yaml
 
 from kubectl_caas.cache import write_private_file_atomically
-from kubectl_caas.errors import CaasError, UsageError
+from kubectl_caas.errors import UsageError
 
 SECTIONS = {"clusters": "cluster", "users": "user", "contexts": "context"}
 
@@ -221,7 +221,7 @@ class Entry:
     certificate_authority_data: Optional[str] = None
 
 
-class ContextConflict(CaasError):
+class ContextConflict(UsageError):
     pass
 
 

@@ -144,15 +144,28 @@ def _same_user(identity):
 
 
 def _write(identity, entry: Dict[str, Any], server: str, ca_data: Optional[str], context: Optional[str],
-           namespace: Optional[str], kubeconfig_path: Optional[str], force: bool) -> str:
-    """Save the cache entry and the kubeconfig stanzas; returns the context name."""
+           namespace: Optional[str], kubeconfig_path: Optional[str], force: bool,
+           keystone=None) -> str:
+    """Save the cache entry and the kubeconfig stanzas; returns the context name.
+
+    With `keystone` (a password login just happened), the application credential that an earlier
+    login of this identity created is deleted, so re-logins do not pile them up on the server.
+    """
     project_name = entry["project"]["name"]
     context = context or project_name.lower()
     args = identity.exec_args()
     options, _ = parse_get_token_args(PLUGIN, args[1:])
     path = cache.entry_path(PLUGIN, cache_fields(PLUGIN, options))
     with cache.EntryLock(path):
+        previous = (cache.read_entry(path) or {}).get("application_credential") or {}
         cache.write_entry(path, entry)
+    if keystone is not None and previous.get("created_by_login") and previous.get("id") != \
+            (entry.get("application_credential") or {}).get("id"):
+        try:
+            keystone.delete_application_credential(entry["tokens"]["keystone"]["value"],
+                                                   previous.get("user_id") or entry["user"]["id"], previous["id"])
+        except CaasError as exc:
+            say(f"kubectl-openstack: could not delete the previous application credential {previous['id']}: {exc}")
     kube_entry = kubeconfig.Entry(
         context=context, cluster=common.cluster_name_for(server), server=server,
         user=f"{entry['user']['name']}@{context}",
@@ -289,7 +302,7 @@ def _finish_password_login(keystone, identity, access, remember: float, server: 
 
     credential = _remember(keystone, access, remember)
     entry = entry_from_access(identity, access, "password", credential, remember)
-    name = _write(identity, entry, server, ca_data, context, namespace, kubeconfig_path, force)
+    name = _write(identity, entry, server, ca_data, context, namespace, kubeconfig_path, force, keystone)
     expiry = common.describe_expiry(access.expires.timestamp())
     remembered = (f"; remembered until {common.describe_expiry(credential['expires_at'])}" if credential
                   else "")

