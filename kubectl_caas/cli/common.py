@@ -6,7 +6,7 @@ import os
 import re
 import sys
 import time
-from typing import Callable, List, NoReturn, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 import typer
 
@@ -204,4 +204,70 @@ def require_https_server(server: Optional[str], hint: Optional[str]) -> str:
     return server.rstrip("/")
 
 
-Callback = Callable[..., None]
+
+def enable_debug(enabled: bool) -> None:
+    if enabled:
+        from kubectl_caas import http
+
+        http.enable_debug()
+
+
+def add_version_option(app: typer.Typer, plugin: str) -> None:
+    def show_version(value: bool) -> None:
+        if value:
+            from importlib.metadata import version
+
+            print(f"kubectl-{plugin} (kubectl-caas) {version('kubectl-caas')}")
+            raise typer.Exit(0)
+
+    @app.callback()
+    def main(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                          help="print the version and exit")) -> None:
+        pass
+
+
+def plugin_contexts(plugin: str, context: Optional[str], all_: bool, kubeconfig_path: Optional[str]):
+    """The contexts a logout or status is about: one by name, the current one, or all of the plugin's."""
+    from kubectl_caas import kubeconfig
+
+    merged = kubeconfig.load(kubeconfig.resolve_paths(kubeconfig_path))
+    ours = kubeconfig.contexts_of_plugin(merged, f"kubectl-{plugin}")
+    if all_:
+        return merged, ours
+    wanted = context or merged.current_context
+    if not wanted:
+        raise UsageError("no current context", "pass --context NAME or --all")
+    chosen = [c for c in ours if c[0] == wanted]
+    if not chosen:
+        raise UsageError(f"context {wanted!r} does not use kubectl-{plugin}",
+                         f"contexts that do: {', '.join(c[0] for c in ours) or 'none'}")
+    return merged, chosen
+
+
+def cache_entry_for(plugin: str, args: List[str]):
+    """(get-token options, cache path, entry or None) for a kubeconfig user's exec args."""
+    from kubectl_caas import cache
+    from kubectl_caas.exec_plugin import cache_fields, parse_get_token_args
+
+    options, _ = parse_get_token_args(plugin, args[1:] if args[:1] == ["get-token"] else args)
+    path = cache.entry_path(plugin, cache_fields(plugin, options))
+    return options, path, cache.read_entry(path)
+
+
+def same_exec_identity(plugin: str, keys: Dict[str, Optional[str]], normalise: Callable[[str], str]):
+    """A predicate: is this kubeconfig user stanza ours, for the same identity (`keys` of get-token options)?"""
+    from kubectl_caas import kubeconfig
+    from kubectl_caas.exec_plugin import parse_get_token_args
+
+    def check(body: Dict[str, Any]) -> bool:
+        args = kubeconfig.exec_args(body)
+        command = kubeconfig.exec_command(body)
+        if args is None or not command or os.path.basename(str(command)) != f"kubectl-{plugin}":
+            return False
+        try:
+            options, _ = parse_get_token_args(plugin, args[1:] if args[:1] == ["get-token"] else args)
+        except CaasError:
+            return False
+        return all((normalise(options.get(k) or "") if k in ("auth-url", "issuer") else options.get(k)) == v
+                   for k, v in keys.items())
+    return check

@@ -126,21 +126,11 @@ def _password(settings: Settings, cloud: Dict[str, Any], identity, password_stdi
 
 
 def _same_user(identity):
-    def check(body: Dict[str, Any]) -> bool:
-        args = kubeconfig.exec_args(body)
-        command = kubeconfig.exec_command(body)
-        if args is None or not command or os.path.basename(str(command)) != COMMAND:
-            return False
-        try:
-            options, _ = parse_get_token_args(PLUGIN, args[1:] if args[:1] == ["get-token"] else args)
-        except CaasError:
-            return False
-        from kubectl_caas.keystone import normalise_auth_url
+    from kubectl_caas.keystone import normalise_auth_url
 
-        return (normalise_auth_url(options.get("auth-url", "")) == identity.auth_url
-                and options.get("user") == identity.user
-                and options.get("application-credential-id") == identity.application_credential_id)
-    return check
+    return common.same_exec_identity(PLUGIN, {"auth-url": identity.auth_url, "user": identity.user,
+                                              "application-credential-id": identity.application_credential_id},
+                                      normalise_auth_url)
 
 
 def _write(identity, entry: Dict[str, Any], server: str, ca_data: Optional[str], context: Optional[str],
@@ -217,7 +207,7 @@ def login(
 
     Example: kubectl openstack login --user alice --project CMS
     """
-    _debug(debug)
+    common.enable_debug(debug)
     flags = dict(auth_url=auth_url, user=user, user_id=user_id, user_domain=user_domain,
                  user_domain_id=user_domain_id, project=project, project_id=project_id,
                  project_domain=project_domain, project_domain_id=project_domain_id, cacert=cacert,
@@ -336,27 +326,6 @@ def get_token_command(ctx: typer.Context) -> None:
     raise typer.Exit(get_token(PLUGIN, list(ctx.args)))
 
 
-def _selected_contexts(context: Optional[str], all_: bool, kubeconfig_path: Optional[str]):
-    merged = kubeconfig.load(kubeconfig.resolve_paths(kubeconfig_path))
-    ours = kubeconfig.contexts_of_plugin(merged, COMMAND)
-    if all_:
-        return ours
-    wanted = context or merged.current_context
-    if not wanted:
-        raise UsageError("no current context", "pass --context NAME or --all")
-    chosen = [c for c in ours if c[0] == wanted]
-    if not chosen:
-        raise UsageError(f"context {wanted!r} does not use kubectl-openstack",
-                         f"contexts that do: {', '.join(c[0] for c in ours) or 'none'}")
-    return chosen
-
-
-def _entry_for(args: List[str]):
-    options, _ = parse_get_token_args(PLUGIN, args[1:] if args[:1] == ["get-token"] else args)
-    path = cache.entry_path(PLUGIN, cache_fields(PLUGIN, options))
-    return options, path, cache.read_entry(path)
-
-
 @app.command()
 def status(
     context: Optional[str] = typer.Option(None, "--context", help="only this context"),
@@ -367,15 +336,14 @@ def status(
 
     Example: kubectl openstack status
     """
-    _debug(debug)
-    merged = kubeconfig.load(kubeconfig.resolve_paths(kubeconfig_path))
-    rows = [c for c in kubeconfig.contexts_of_plugin(merged, COMMAND) if not context or c[0] == context]
+    common.enable_debug(debug)
+    merged, rows = common.plugin_contexts(PLUGIN, context, context is None, kubeconfig_path)
     if not rows:
         say("No kubectl-openstack contexts: run `kubectl openstack login`")
         return
     now = time.time()
     for name, _body, args in rows:
-        options, _path, entry = _entry_for(args)
+        options, _path, entry = common.cache_entry_for(PLUGIN, args)
         marker = "*" if name == merged.current_context else " "
         user = options.get("user") or options.get("user-id") or "?"
         project = options.get("project") or options.get("project-id") or "?"
@@ -405,7 +373,7 @@ def projects(
 
     Example: kubectl openstack projects --user alice
     """
-    _debug(debug)
+    common.enable_debug(debug)
     flags = dict(auth_url=auth_url, user=user, user_id=user_id, user_domain=user_domain,
                  user_domain_id=user_domain_id, cacert=cacert)
     settings, cloud = _settings(flags, profile, os_cloud)
@@ -438,10 +406,10 @@ def logout(
 
     Example: kubectl openstack logout --all
     """
-    _debug(debug)
+    common.enable_debug(debug)
     from kubectl_caas.keystone import Identity, Keystone
 
-    chosen = _selected_contexts(context, all_, kubeconfig_path)
+    _merged, chosen = common.plugin_contexts(PLUGIN, context, all_, kubeconfig_path)
     if not chosen:
         say("No kubectl-openstack contexts: nothing to log out of")
         return
@@ -449,7 +417,7 @@ def logout(
     stdin_password = common.read_secret_stdin("password") if password_stdin else None
     done = set()
     for name, _body, args in chosen:
-        options, path, _entry = _entry_for(args)
+        options, path, _entry = common.cache_entry_for(PLUGIN, args)
         if path in done:
             continue
         done.add(path)
@@ -496,25 +464,7 @@ def _forget_credential(keystone, identity, credential: Dict[str, Any], password:
         keystone.revoke(unscoped.auth_token)
 
 
-def _debug(enabled: bool) -> None:
-    if enabled:
-        from kubectl_caas import http
-
-        http.enable_debug()
-
-
-def _version_callback(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        print(f"kubectl-openstack (kubectl-caas) {version('kubectl-caas')}")
-        raise typer.Exit(0)
-
-
-@app.callback()
-def main(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
-                                      help="print the version and exit")) -> None:
-    pass
+common.add_version_option(app, PLUGIN)
 
 
 SEED_FLAGS = {"user", "password", "project", "force"}

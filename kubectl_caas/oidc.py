@@ -1,0 +1,427 @@
+"""OIDC device-flow backend (authlib for client authentication, joserfc for ID-token checks):
+discovery, the device authorization grant (RFC 8628), refresh, revocation (RFC 7009).
+
+Like the Keystone backend it answers the core's one question with a cache entry holding the
+bearer tokens, their expiry and what renews them (the refresh token).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional
+from urllib.parse import urlsplit
+
+import requests
+from authlib.integrations.requests_client import OAuth2Session
+
+from kubectl_caas import http
+from kubectl_caas.errors import AuthError, CaasError, LoginRequired, UsageError
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+DEFAULT_SCOPE = "openid profile email offline_access"
+DEFAULT_INTERVAL = 5.0  # RFC 8628 §3.2: when the server gives none (INDIGO IAM never does)
+SLOW_DOWN_STEP = 5.0
+ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+CLOCK_LEEWAY = 30
+MAX_JSON_BYTES = 1 << 20
+
+
+def normalise_issuer(issuer: str) -> str:
+    """Compare issuers without the trailing slash INDIGO IAM writes; nothing else is forgiven."""
+    return issuer.strip().rstrip("/")
+
+
+def check_issuer_url(issuer: str) -> None:
+    parts = urlsplit(issuer)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+        return
+    if parts.scheme == "http":
+        raise UsageError(f"refusing issuer {issuer}: plain http is allowed only on loopback",
+                         "use the issuer's https:// URL")
+    raise UsageError(f"the issuer {issuer!r} is not an https:// URL")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class OAuthError(CaasError):
+    """An error answer from the provider (RFC 6749 §5.2): `error` holds its code."""
+
+    def __init__(self, error: str, message: str, hint: Optional[str] = None, exit_code: Optional[int] = None):
+        super().__init__(message, hint, exit_code)
+        self.error = error
+
+
+@dataclass
+class Client:
+    """One OIDC client at one issuer: every non-secret parameter plus the optional secret."""
+
+    issuer: str
+    client_id: str
+    scope: str = DEFAULT_SCOPE
+    audience: Optional[str] = None
+    cacert: Optional[str] = None
+    client_secret: Optional[str] = None
+    token_kind: str = "id"
+
+    def __post_init__(self) -> None:
+        check_issuer_url(self.issuer)
+        if self.token_kind not in ("id", "access"):
+            raise UsageError(f"--token must be 'id' or 'access', not {self.token_kind!r}")
+        if self.token_kind == "id" and "openid" not in self.scope.split():
+            raise UsageError("the ID token is the bearer but the scope lacks `openid`",
+                             "add openid to --scope, or use --token access")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, str], client_secret: Optional[str] = None) -> "Client":
+        if not options.get("issuer") or not options.get("client-id"):
+            raise UsageError("get-token needs --issuer and --client-id", "run `kubectl iam login` again")
+        return cls(issuer=options["issuer"], client_id=options["client-id"],
+                   scope=options.get("scope") or DEFAULT_SCOPE, audience=options.get("audience"),
+                   cacert=options.get("cacert"), client_secret=client_secret,
+                   token_kind=options.get("token") or "id")
+
+    def exec_args(self) -> List[str]:
+        args = ["get-token", "--issuer", self.issuer, "--client-id", self.client_id]
+        if self.scope != DEFAULT_SCOPE:
+            args += ["--scope", self.scope]
+        if self.audience:
+            args += ["--audience", self.audience]
+        if self.token_kind != "id":
+            args += ["--token", self.token_kind]
+        if self.cacert:
+            args += ["--cacert", os.path.abspath(os.path.expanduser(self.cacert))]
+        return args
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.issuer).netloc
+
+
+class Provider:
+    """A connection to one issuer: discovery, the token endpoint, revocation, ID-token checks."""
+
+    def __init__(self, client: Client, metadata: Optional[Dict[str, Any]] = None,
+                 jwks: Optional[Dict[str, Any]] = None):
+        self.client = client
+        self.verify = http.verify_for(client.cacert)
+        self.metadata = metadata
+        self.jwks = jwks
+        method = "client_secret_basic" if client.client_secret else "none"
+        self.session = http.prepare(OAuth2Session(client.client_id, client.client_secret, scope=client.scope,
+                                                  token_endpoint_auth_method=method,
+                                                  revocation_endpoint_auth_method=method))
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def _request(self, method: str, url: str, action: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self.session.request(method, url, withhold_token=True, verify=self.verify,
+                                        timeout=http.TIMEOUT, **kwargs)
+        except requests.exceptions.RequestException as exc:
+            raise http.network_error(exc, url, f"the OIDC provider ({action})",
+                                     "pass the issuer's CA bundle with --cacert") from None
+
+    def _json(self, response: requests.Response, action: str) -> Dict[str, Any]:
+        content = response.content
+        if len(content) > MAX_JSON_BYTES:
+            raise CaasError(f"the OIDC provider answered HTTP {response.status_code} to {action} with an oversized body")
+        try:
+            data = json.loads(content)
+        except ValueError:
+            raise CaasError(f"the OIDC provider answered HTTP {response.status_code} to {action} with a body that "
+                            "is not JSON", "check the issuer URL; rerun with --debug to see the answer") from None
+        if not isinstance(data, dict):
+            raise CaasError(f"the OIDC provider answered HTTP {response.status_code} to {action} with unexpected JSON")
+        return data
+
+    def _endpoint_call(self, endpoint: str, data: Dict[str, str], action: str) -> Dict[str, Any]:
+        """POST a form to the token or device endpoint with client authentication (via authlib).
+
+        authlib's client auth adds client_id to the form for a public client, or sends HTTP Basic
+        for a confidential one, so `data` never carries client_id itself.
+        """
+        url = self.endpoint(endpoint)
+        auth = self.session.client_auth(self.session.token_endpoint_auth_method)
+        response = self._request("POST", url, action, data=data, auth=auth, headers={"Accept": "application/json"})
+        if response.status_code >= 500:
+            raise CaasError(http.describe_http_error(response.status_code, response.content,
+                                                     "the OIDC provider", action))
+        body = self._json(response, action)
+        if "error" in body or response.status_code >= 400:
+            error = str(body.get("error") or "invalid_request")
+            description = body.get("error_description")
+            text = f"the OIDC provider refused {action}: {error}" + (f" ({description})" if description else "")
+            raise OAuthError(error, text + f" (HTTP {response.status_code})")
+        return body
+
+    # -- discovery -----------------------------------------------------------------------------
+
+    def discover(self) -> Dict[str, Any]:
+        if self.metadata is None:
+            url = normalise_issuer(self.client.issuer) + "/.well-known/openid-configuration"
+            response = self._request("GET", url, "discovery")
+            if response.status_code != 200:
+                raise CaasError(f"OIDC discovery at {url} answered HTTP {response.status_code}",
+                                "check --issuer")
+            metadata = self._json(response, "discovery")
+            announced = metadata.get("issuer")
+            if not isinstance(announced, str) or normalise_issuer(announced) != normalise_issuer(self.client.issuer):
+                raise CaasError(f"the discovery document at {url} names issuer {announced!r}, not "
+                                f"{self.client.issuer}", "check --issuer: tokens from it would be refused")
+            self.metadata = metadata
+        return self.metadata
+
+    @property
+    def issuer(self) -> str:
+        """The issuer exactly as the provider writes it (INDIGO IAM: with a trailing slash)."""
+        return self.discover()["issuer"]
+
+    def endpoint(self, name: str) -> str:
+        url = self.discover().get(name)
+        if not isinstance(url, str) or not url:
+            raise CaasError(f"the OIDC provider at {self.client.issuer} has no {name}",
+                            "it may not support the device flow; ask its administrators")
+        parts = urlsplit(url)
+        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
+            raise CaasError(f"the provider's {name} {url} is not https")
+        return url
+
+    # -- grants --------------------------------------------------------------------------------
+
+    def _with_audience(self, data: Dict[str, str]) -> Dict[str, str]:
+        # INDIGO IAM honours `audience` only on the request that carries it: send it every time.
+        if self.client.audience:
+            data["audience"] = self.client.audience
+        return data
+
+    def start_device_flow(self) -> Dict[str, Any]:
+        data = self._with_audience({"scope": self.client.scope})
+        answer = self._endpoint_call("device_authorization_endpoint", data, "the device authorization request")
+        for key in ("device_code", "user_code", "verification_uri"):
+            if not isinstance(answer.get(key), str) or not answer[key]:
+                raise CaasError(f"the OIDC provider's device authorization answer lacks {key}")
+        return answer
+
+    def poll_device_flow(self, device: Mapping[str, Any], sleep: Callable[[float], None] = time.sleep,
+                         clock: Callable[[], float] = time.monotonic) -> Dict[str, Any]:
+        """Poll the token endpoint until the person approves, refuses, or the code expires."""
+        interval = _positive_number(device.get("interval"), DEFAULT_INTERVAL)
+        expires_in = _positive_number(device.get("expires_in"), 600.0)
+        deadline = clock() + expires_in
+        data = self._with_audience({"grant_type": DEVICE_GRANT, "device_code": device["device_code"]})
+        while True:
+            if clock() + interval > deadline:
+                raise OAuthError("expired_token", "the code expired before the sign-in was approved",
+                                 "run the login again and approve it within the time shown", exit_code=3)
+            sleep(interval)
+            try:
+                return self._endpoint_call("token_endpoint", dict(data), "the device code poll")
+            except OAuthError as exc:
+                if exc.error == "authorization_pending":
+                    continue
+                if exc.error == "slow_down":
+                    interval += SLOW_DOWN_STEP
+                    continue
+                if exc.error == "access_denied":
+                    raise OAuthError("access_denied", "the sign-in was refused in the browser",
+                                     "run the login again and approve it", exit_code=3) from None
+                if exc.error == "expired_token":
+                    raise OAuthError("expired_token", "the code expired before the sign-in was approved",
+                                     "run the login again and approve it within the time shown",
+                                     exit_code=3) from None
+                raise
+
+    def refresh(self, refresh_token: str) -> Dict[str, Any]:
+        data = self._with_audience({"grant_type": "refresh_token", "refresh_token": refresh_token})
+        return self._endpoint_call("token_endpoint", data, "the token refresh")
+
+    def revoke(self, token: str, hint: str = "refresh_token") -> None:
+        url = self.endpoint("revocation_endpoint")
+        auth = self.session.client_auth(self.session.revocation_endpoint_auth_method)
+        response = self._request("POST", url, "revocation", auth=auth,
+                                 data={"token": token, "token_type_hint": hint})
+        if response.status_code != 200:
+            raise CaasError(http.describe_http_error(response.status_code, response.content,
+                                                     "the OIDC provider", "the revocation"))
+
+    # -- ID tokens -----------------------------------------------------------------------------
+
+    def _keys(self, refetch: bool = False):
+        from joserfc.jwk import KeySet
+
+        if self.jwks is None or refetch:
+            url = self.endpoint("jwks_uri")
+            response = self._request("GET", url, "fetching its signing keys")
+            if response.status_code != 200:
+                raise CaasError(f"the provider's signing keys at {url} answered HTTP {response.status_code}")
+            self.jwks = self._json(response, "fetching its signing keys")
+        try:
+            return KeySet.import_key_set(self.jwks)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - a malformed JWKS is the provider's fault, said plainly
+            raise CaasError("the provider's signing keys (JWKS) cannot be read") from None
+
+    def verify_id_token(self, id_token: str) -> Dict[str, Any]:
+        """Signature against the issuer's JWKS, then iss, aud and exp, as kube-apiserver will check."""
+        from joserfc import jwt
+        from joserfc.errors import InvalidKeyIdError, JoseError
+
+        try:
+            try:
+                token = jwt.decode(id_token, self._keys(), algorithms=list(ID_TOKEN_ALGORITHMS))
+            except InvalidKeyIdError:  # keys rotated since we cached them
+                token = jwt.decode(id_token, self._keys(refetch=True), algorithms=list(ID_TOKEN_ALGORITHMS))
+        except (JoseError, ValueError) as exc:
+            raise AuthError(f"the ID token from {self.client.issuer} failed verification: {exc}") from None
+        claims = dict(token.claims)
+        now = time.time()
+        if claims.get("iss") != self.issuer:
+            raise AuthError(f"the ID token's issuer {claims.get('iss')!r} is not {self.issuer!r}")
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if self.client.client_id not in audiences:
+            raise AuthError(f"the ID token is not meant for client {self.client.client_id} (aud {audience!r})")
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or exp <= now - CLOCK_LEEWAY:
+            raise AuthError("the ID token has expired or carries no expiry",
+                            "check this machine's clock")
+        return claims
+
+
+def _positive_number(value: Any, default: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if number > 0 else default
+
+
+def _unverified_claims(token: str) -> Optional[Dict[str, Any]]:
+    """Claims of a JWT access token, read only for its expiry (the API server checks it)."""
+    import base64
+
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        padded = parts[1] + "=" * (-len(parts[1]) % 4)
+        claims = json.loads(base64.urlsafe_b64decode(padded))
+    except (ValueError, TypeError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache entries
+
+
+def entry_from_tokens(provider: Provider, tokens: Mapping[str, Any],
+                      previous: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """A cache entry from a token answer, checking the ID token first.
+
+    A refresh answer may omit the refresh token (not rotated) or the ID token; what it omits is
+    kept from `previous`, except the ID token when it is the bearer (the caller treats that as a
+    failed refresh).
+    """
+    now = time.time()
+    previous = previous or {}
+    entry_tokens: Dict[str, Any] = {}
+    claims = dict(previous.get("claims") or {})
+    id_token = tokens.get("id_token")
+    if isinstance(id_token, str) and id_token:
+        claims = provider.verify_id_token(id_token)
+        entry_tokens["id"] = {"value": id_token, "expires_at": float(claims["exp"]),
+                              "issued_at": float(claims.get("iat") or now)}
+    access_token = tokens.get("access_token")
+    if isinstance(access_token, str) and access_token:
+        access_claims = _unverified_claims(access_token) or {}
+        if isinstance(access_claims.get("exp"), (int, float)):
+            expires_at, issued_at = float(access_claims["exp"]), float(access_claims.get("iat") or now)
+        else:
+            expires_at, issued_at = now + _positive_number(tokens.get("expires_in"), 300.0), now
+        entry_tokens["access"] = {"value": access_token, "expires_at": expires_at, "issued_at": issued_at}
+    refresh_token = tokens.get("refresh_token") or previous.get("refresh_token")
+    entry: Dict[str, Any] = {
+        "version": 1,
+        "plugin": "iam",
+        "issuer": provider.issuer,
+        "client_id": provider.client.client_id,
+        "claims": {k: claims[k] for k in ("sub", "preferred_username", "name", "email", "groups", "wlcg.groups")
+                   if k in claims},
+        "tokens": entry_tokens,
+        "metadata": provider.discover(),
+        "jwks": provider.jwks,
+    }
+    if refresh_token:
+        entry["refresh_token"] = refresh_token
+    if provider.client.client_secret:
+        entry["client_secret"] = provider.client.client_secret
+    return entry
+
+
+def provider_for(client: Client, entry: Optional[Mapping[str, Any]] = None) -> Provider:
+    """A Provider reusing the discovery document and keys cached in the entry, if any."""
+    metadata = jwks = None
+    if entry and normalise_issuer(str(entry.get("issuer", ""))) == normalise_issuer(client.issuer):
+        metadata = entry.get("metadata") if isinstance(entry.get("metadata"), dict) else None
+        jwks = entry.get("jwks") if isinstance(entry.get("jwks"), dict) else None
+    return Provider(client, metadata, jwks)
+
+
+def device_login(provider: Provider, announce: Callable[[Mapping[str, Any]], None]) -> Dict[str, Any]:
+    """The whole device flow: ask for a code, show it, poll, verify. Returns a cache entry."""
+    device = provider.start_device_flow()
+    announce(device)
+    tokens = provider.poll_device_flow(device)
+    if provider.client.token_kind == "id" and not tokens.get("id_token"):
+        raise AuthError("the provider returned no ID token", "check that the scope includes openid")
+    return entry_from_tokens(provider, tokens)
+
+
+def announce_on_stderr(device: Mapping[str, Any]) -> None:
+    out = sys.stderr
+    print(f"To sign in, open {device['verification_uri']} and enter the code {device['user_code']}", file=out)
+    complete = device.get("verification_uri_complete")
+    if isinstance(complete, str) and complete:
+        print(f"or open {complete}", file=out)
+    expires = device.get("expires_in")
+    if expires:
+        print(f"(the code is valid for {int(_positive_number(expires, 600) // 60) or 1} min; waiting...)", file=out)
+    out.flush()
+
+
+def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interactive: bool) -> Dict[str, Any]:
+    """A fresh bearer for get-token: refresh, else (a person at a terminal) a new device flow."""
+    entry = entry or {}
+    secret = entry.get("client_secret") or os.environ.get("IAM_CLIENT_SECRET")
+    client = Client.from_options(options, secret)
+    provider = provider_for(client, entry)
+    refresh_token = entry.get("refresh_token")
+    why = "there is no refresh token"
+    if refresh_token:
+        try:
+            answer = provider.refresh(refresh_token)
+            if client.token_kind == "id" and not answer.get("id_token"):
+                why = "the refresh answer carried no ID token"
+            else:
+                return entry_from_tokens(provider, answer, entry)
+        except OAuthError as exc:
+            if exc.error not in ("invalid_grant", "invalid_token", "unauthorized_client"):
+                raise
+            why = f"the refresh token was refused ({exc.error})"
+    if not interactive:
+        raise LoginRequired(f"cannot renew the token from {client.issuer}: {why}", "run `kubectl iam login`")
+    print(f"kubectl-iam: {why}; sign in again", file=sys.stderr)
+    return device_login(provider, announce_on_stderr)

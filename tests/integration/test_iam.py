@@ -1,0 +1,199 @@
+"""kubectl-iam end to end: the real OpenID provider (oidc-provider on Node), the scripted stand-in
+for the person's browser, real kubectl, and the Kubernetes-API stand-in checking ID tokens against
+the provider's JWKS with exact iss and aud, as kube-apiserver does."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+
+import pytest
+
+from tests.integration.harness import BIN, Workspace, exec_credential, wait_until
+from tests.servers.browser_standin import approve_device_code, deny_device_code
+from tests.servers.kube_api import OIDCIssuerConfig
+
+CODE_LINE = re.compile(r"open (\S+) and enter the code (\S+)")
+INTERACTIVE = json.dumps({"kind": "ExecCredential", "apiVersion": "client.authentication.k8s.io/v1",
+                          "spec": {"interactive": True}})
+
+
+@pytest.fixture
+def iam_site(kube_api_for, workspace: Workspace):
+    """kubectl-iam configured for a provider, and an API stand-in trusting that provider."""
+    def configure(provider):
+        standin = kube_api_for(oidc=[OIDCIssuerConfig(issuer_url=provider.issuer, audience=provider.client_id,
+                                                      ca_file=provider.ca_cert)])
+        workspace.env.update({"IAM_ISSUER": provider.issuer, "IAM_CLIENT_ID": provider.client_id,
+                              "IAM_CACERT": str(provider.ca_cert), "CAAS_SERVER": standin.url,
+                              "CAAS_CERTIFICATE_AUTHORITY": str(standin.ca_cert)})
+        workspace.env.pop("DISPLAY", None)
+        return standin
+    return configure
+
+
+@pytest.fixture
+def fast_provider(oidc_provider_factory):
+    """Sends a 1 s polling interval, so each sign-in takes about a second."""
+    return oidc_provider_factory(device_interval=1)
+
+
+def run_with_person(workspace, provider, argv, person="approve", login="alice", env=None):
+    """Run a command that shows a device code; a scripted stand-in for the browser acts on it."""
+    proc = subprocess.Popen([str(BIN / argv[0]), *argv[1:]], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**workspace.env, **(env or {})})
+    stderr_lines = []
+    acted = threading.Event()
+
+    def read_stderr():
+        for line in proc.stderr:
+            stderr_lines.append(line)
+            match = CODE_LINE.search(line)
+            if match and not acted.is_set():
+                acted.set()
+                act = approve_device_code if person == "approve" else deny_device_code
+                if person != "ignore":
+                    act(match.group(1), match.group(2), login=login, ca_cert=str(provider.ca_cert))
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    stdout = proc.stdout.read()
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, "".join(stderr_lines)), acted.is_set()
+
+
+def login(workspace, provider, *extra, person="approve", login="alice"):
+    result, shown = run_with_person(workspace, provider, ["kubectl-iam", "login", "--no-browser", *extra],
+                                    person=person, login=login)
+    return result
+
+
+def entry(workspace):
+    (only,) = workspace.cache_entries().values()
+    return only
+
+
+def exec_args(workspace):
+    return workspace.config()["users"][0]["user"]["exec"]["args"]
+
+
+def test_device_code_login_configures_kubectl(fast_provider, iam_site, workspace):
+    standin = iam_site(fast_provider)
+    result = login(workspace, fast_provider)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "kubectl configured correctly\n"
+    assert "To sign in, open" in result.stderr
+    pods = workspace.kubectl("get", "pods", "-n", "physics")
+    assert pods.returncode == 0, pods.stderr
+    assert "No resources found in physics namespace." in pods.stdout + pods.stderr
+    assert {r["user"] for r in standin.requests if r["namespace"] == "physics"} == {"alice"}
+    cached = entry(workspace)
+    raw = workspace.kubeconfig.read_text()
+    for secret in (cached["refresh_token"], cached["tokens"]["id"]["value"], cached["tokens"]["access"]["value"]):
+        assert secret not in raw
+    exec_ = workspace.config()["users"][0]["user"]["exec"]
+    assert exec_["args"][:3] == ["get-token", "--issuer", fast_provider.issuer]
+    assert exec_["interactiveMode"] == "IfAvailable"
+
+
+def test_cache_hit_makes_no_provider_request(fast_provider, iam_site, workspace):
+    iam_site(fast_provider)
+    assert login(workspace, fast_provider).returncode == 0
+    before = len(fast_provider.requests())
+    first = exec_credential(workspace.run("kubectl-iam", *exec_args(workspace)))
+    second = exec_credential(workspace.run("kubectl-iam", *exec_args(workspace)))
+    assert first == second and first["status"]["token"] == entry(workspace)["tokens"]["id"]["value"]
+    assert len(fast_provider.requests()) == before
+
+
+def test_expired_id_token_is_refreshed_silently(oidc_provider_factory, iam_site, workspace):
+    provider = oidc_provider_factory(device_interval=1, id_token_ttl=20)
+    iam_site(provider)
+    assert login(workspace, provider).returncode == 0
+    old = entry(workspace)["tokens"]["id"]
+    wait_until(old["expires_at"])
+    pods = workspace.kubectl("get", "pods", "-n", "physics")
+    assert pods.returncode == 0, pods.stderr
+    assert "To sign in" not in pods.stderr
+    assert len(provider.token_requests("refresh_token")) == 1
+    new = entry(workspace)["tokens"]["id"]
+    assert new["value"] != old["value"] and new["expires_at"] > old["expires_at"]
+
+
+def test_revoked_refresh_token_needs_a_new_sign_in(oidc_provider_factory, iam_site, workspace):
+    provider = oidc_provider_factory(device_interval=1, id_token_ttl=20)
+    iam_site(provider)
+    assert login(workspace, provider).returncode == 0
+    cached = entry(workspace)
+    import requests
+
+    revoked = requests.post(provider.discovery()["revocation_endpoint"], verify=str(provider.ca_cert),
+                            data={"token": cached["refresh_token"], "client_id": provider.client_id}, timeout=10)
+    assert revoked.status_code == 200
+    wait_until(cached["tokens"]["id"]["expires_at"])
+    # In the background (k9s, an IDE): fail at once, no code, no browser.
+    background = workspace.run("kubectl-iam", *exec_args(workspace),
+                               env={"KUBERNETES_EXEC_INFO": INTERACTIVE.replace("true", "false")})
+    assert background.returncode == 5 and background.stdout == ""
+    (line,) = background.stderr.strip().splitlines()
+    assert "kubectl iam login" in line and "To sign in" not in background.stderr
+    # At a terminal: the device flow again, then a token.
+    result, shown = run_with_person(workspace, provider, ["kubectl-iam", *exec_args(workspace)],
+                                    env={"KUBERNETES_EXEC_INFO": INTERACTIVE})
+    assert shown and result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"]["token"] == entry(workspace)["tokens"]["id"]["value"]
+
+
+def test_logout_revokes_the_grant_and_kubectl_no_longer_gets_in(fast_provider, iam_site, workspace):
+    iam_site(fast_provider)
+    assert login(workspace, fast_provider).returncode == 0
+    refresh_token = entry(workspace)["refresh_token"]
+    assert fast_provider.introspect(refresh_token)["active"] is True
+    result = workspace.run("kubectl-iam", "logout")
+    assert result.returncode == 0, result.stderr
+    assert fast_provider.introspect(refresh_token)["active"] is False
+    assert workspace.cache_entries() == {}
+    after = workspace.run("kubectl-iam", *exec_args(workspace))
+    assert after.returncode == 5 and "kubectl iam login" in after.stderr
+
+
+def test_refused_sign_in_ends_with_one_clear_line(fast_provider, iam_site, workspace):
+    iam_site(fast_provider)
+    result = login(workspace, fast_provider, person="deny")
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines()[-1].startswith("kubectl-iam: error: the sign-in was refused")
+    assert "Traceback" not in result.stderr
+    assert not workspace.kubeconfig.exists() and workspace.cache_entries() == {}
+
+
+def test_code_not_approved_in_time_expires(oidc_provider_factory, iam_site, workspace):
+    provider = oidc_provider_factory(device_interval=1, device_code_ttl=3)
+    iam_site(provider)
+    result = login(workspace, provider, person="ignore")
+    assert result.returncode == 3
+    assert "the code expired" in result.stderr.strip().splitlines()[-1]
+    assert not workspace.kubeconfig.exists()
+
+
+def test_status_shows_identity_groups_expiry_and_refresh_token(fast_provider, iam_site, workspace):
+    iam_site(fast_provider)
+    assert login(workspace, fast_provider).returncode == 0
+    result = workspace.run("kubectl-iam", "status")
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.splitlines()
+    assert "alice (sub alice)" in line and "alice-group" in line and "refresh token held" in line
+
+
+def test_parallel_calls_with_an_expired_token_cause_one_refresh(oidc_provider_factory, iam_site, workspace):
+    provider = oidc_provider_factory(device_interval=1, id_token_ttl=20)
+    iam_site(provider)
+    assert login(workspace, provider).returncode == 0
+    wait_until(entry(workspace)["tokens"]["id"]["expires_at"])
+    procs = [subprocess.Popen([str(BIN / "kubectl-iam"), *exec_args(workspace)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=workspace.env)
+             for _ in range(16)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outputs]
+    assert len({json.loads(out)["status"]["token"] for out, _ in outputs}) == 1
+    assert len(provider.token_requests("refresh_token")) == 1
