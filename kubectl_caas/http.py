@@ -3,18 +3,67 @@ secrets redacted, and turning network failures into one clear line for the user.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
-from typing import Any, Dict, Mapping, Optional, Union
+import time
+from typing import Any, Callable, Dict, Mapping, Optional, TypeVar, Union
 from urllib.parse import parse_qsl, urlencode
 
 import requests
 
 from kubectl_caas.errors import CaasError, NetworkError
 
-# Each request: at most 10 s to connect and 20 s between bytes of the answer, 30 s in all for a
-# server that does not answer.
-TIMEOUT = (10.0, 20.0)
+# A login request gives up after 30 s in all (retries included): at most 10 s to connect, the
+# rest to answer. KUBECTL_CAAS_TIMEOUT (seconds) changes the total for slow networks.
+CONNECT_TIMEOUT = 10.0
+DEFAULT_TOTAL_TIMEOUT = 30.0
+RETRY_ATTEMPTS = 3
+RETRY_FIRST_DELAY = 0.5
+TRANSIENT_STATUS = (500, 502, 503, 504)
+
+T = TypeVar("T")
+
+
+def total_timeout() -> float:
+    try:
+        value = float(os.environ.get("KUBECTL_CAAS_TIMEOUT") or DEFAULT_TOTAL_TIMEOUT)
+    except ValueError:
+        return DEFAULT_TOTAL_TIMEOUT
+    return value if value > 0 else DEFAULT_TOTAL_TIMEOUT
+
+
+class Deadline:
+    """The time budget of one user-visible operation, shared by its attempts."""
+
+    def __init__(self, total: Optional[float] = None):
+        self.total = total if total is not None else total_timeout()
+        self.end = time.monotonic() + self.total
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+    def timeout(self) -> tuple:
+        """(connect, read) timeouts for the next attempt."""
+        left = max(self.remaining(), 0.1)
+        return (min(CONNECT_TIMEOUT, left), left)
+
+
+def with_retries(call: Callable[[], T], transient: Callable[[BaseException], bool], deadline: Deadline,
+                 attempts: int = RETRY_ATTEMPTS) -> T:
+    """Run `call`, again after 0.5 s and 1 s when it fails with a transient error, within the deadline."""
+    delay = RETRY_FIRST_DELAY
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - re-raised unless transient
+            if attempt == attempts - 1 or not transient(exc) or deadline.remaining() < delay + 1.0:
+                raise
+            if _debug:
+                print(f"kubectl-caas: transient failure ({exc}); retrying in {delay:.1f} s", file=sys.stderr)
+            time.sleep(delay)  # back off before retrying a failing server
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
 
 _debug = False
 

@@ -124,8 +124,17 @@ class Keystone:
         self.identity = identity
         self.verify = http.verify_for(identity.cacert)
         self.session = ks_session.Session(session=http.new_session(), verify=self.verify,
-                                          timeout=sum(http.TIMEOUT), user_agent="kubectl-caas",
-                                          connect_retries=1)
+                                          timeout=http.total_timeout(), user_agent="kubectl-caas")
+
+    def _get_access(self, auth):
+        """auth.get_access with our time budget, retried when Keystone answers a transient 5xx."""
+        deadline = http.Deadline()
+
+        def attempt():
+            self.session.timeout = deadline.timeout()
+            return auth.get_access(self.session)
+
+        return http.with_retries(attempt, _transient, deadline)
 
     # -- errors ---------------------------------------------------------------------------------
 
@@ -143,6 +152,11 @@ class Keystone:
             message = http.describe_http_error(exc.http_status or 0, body, SERVICE, action)
             request_id = getattr(exc, "request_id", None)
             return CaasError(message + (f" (Request-ID: {request_id})" if request_id else ""))
+        if isinstance(exc, ks_exc.InvalidResponse):
+            response = getattr(exc, "response", None)
+            status = getattr(response, "status_code", "?")
+            return CaasError(f"{SERVICE} answered HTTP {status} to {action} with a body that is not valid JSON",
+                             "check the auth URL; rerun with --debug to see the answer")
         if isinstance(exc, ks_exc.MissingAuthMethods):
             methods = ", ".join(sorted({m for rule in exc.required_auth_methods for m in rule}))
             return AuthError(f"Keystone requires more authentication methods for {self.identity.who}: {methods}",
@@ -166,7 +180,7 @@ class Keystone:
         auth = v3.Password(ident.auth_url, password=password, unscoped=not scoped, include_catalog=False,
                            **{k: v for k, v in fields.items() if v})
         try:
-            return auth.get_access(self.session)
+            return self._get_access(auth)
         except ks_exc.Unauthorized:
             if scoped:
                 self._explain_scoped_401(password)
@@ -189,7 +203,7 @@ class Keystone:
     def token_login(self, token: str, project_id: str):
         auth = v3.Token(self.identity.auth_url, token=token, project_id=project_id, include_catalog=False)
         try:
-            return auth.get_access(self.session)
+            return self._get_access(auth)
         except ks_exc.ClientException as exc:
             raise self._translate(exc, f"the login to project {project_id}") from None
 
@@ -198,7 +212,7 @@ class Keystone:
         auth = v3.ApplicationCredential(self.identity.auth_url, application_credential_secret=secret,
                                         application_credential_id=credential_id, include_catalog=False)
         try:
-            return auth.get_access(self.session)
+            return self._get_access(auth)
         except ks_exc.Unauthorized:
             raise AuthError(f"Keystone rejected application credential {credential_id} (HTTP 401)",
                             "it may have expired or been deleted; run `kubectl openstack login`") from None
@@ -208,17 +222,24 @@ class Keystone:
     # -- plain REST calls on the identity endpoint -----------------------------------------------
 
     def _call(self, method: str, path: str, token: str, action: str, ok=(200,), **kwargs: Any):
+        """One REST call on the identity endpoint; GET and DELETE are retried on a transient 5xx."""
         url = self.identity.auth_url + path
         headers = {"X-Auth-Token": token, **kwargs.pop("headers", {})}
-        try:
-            response = self.session.request(url, method, headers=headers, authenticated=False,
-                                            raise_exc=False, **kwargs)
-        except ks_exc.ClientException as exc:
-            raise self._translate(exc, action) from None
-        if response.status_code not in ok:
-            raise ApiError(response.status_code,
-                           http.describe_http_error(response.status_code, response.content, SERVICE, action))
-        return response
+        deadline = http.Deadline()
+
+        def attempt():
+            try:
+                response = self.session.request(url, method, headers=headers, authenticated=False,
+                                                raise_exc=False, timeout=deadline.timeout(), **kwargs)
+            except ks_exc.ClientException as exc:
+                raise self._translate(exc, action) from None
+            if response.status_code not in ok:
+                raise ApiError(response.status_code,
+                               http.describe_http_error(response.status_code, response.content, SERVICE, action))
+            return response
+
+        idempotent = method in ("GET", "HEAD", "DELETE")
+        return http.with_retries(attempt, _transient if idempotent else (lambda exc: False), deadline)
 
     def projects(self, token: str) -> List[Dict[str, Any]]:
         response = self._call("GET", "/auth/projects", token, "the project list")
@@ -280,6 +301,12 @@ class ApiError(CaasError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ApiError):
+        return exc.status in http.TRANSIENT_STATUS
+    return isinstance(exc, ks_exc.HttpError) and exc.http_status in http.TRANSIENT_STATUS
 
 
 def requests_ssl_error() -> Exception:

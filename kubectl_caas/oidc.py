@@ -64,6 +64,14 @@ class OAuthError(CaasError):
         self.error = error
 
 
+class _Transient(Exception):
+    """A 5xx answer worth another try; carries the answer for when the tries run out."""
+
+    def __init__(self, response: requests.Response):
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
 @dataclass
 class Client:
     """One OIDC client at one issuer: every non-secret parameter plus the optional secret."""
@@ -127,12 +135,24 @@ class Provider:
     # -- HTTP --------------------------------------------------------------------------------
 
     def _request(self, method: str, url: str, action: str, **kwargs: Any) -> requests.Response:
+        """One HTTP exchange, retried (within the time budget) while the server answers a transient 5xx."""
+        deadline = http.Deadline()
+
+        def attempt() -> requests.Response:
+            try:
+                response = self.session.request(method, url, withhold_token=True, verify=self.verify,
+                                                timeout=deadline.timeout(), **kwargs)
+            except requests.exceptions.RequestException as exc:
+                raise http.network_error(exc, url, f"the OIDC provider ({action})",
+                                         "pass the issuer's CA bundle with --cacert") from None
+            if response.status_code in http.TRANSIENT_STATUS:
+                raise _Transient(response)
+            return response
+
         try:
-            return self.session.request(method, url, withhold_token=True, verify=self.verify,
-                                        timeout=http.TIMEOUT, **kwargs)
-        except requests.exceptions.RequestException as exc:
-            raise http.network_error(exc, url, f"the OIDC provider ({action})",
-                                     "pass the issuer's CA bundle with --cacert") from None
+            return http.with_retries(attempt, lambda exc: isinstance(exc, _Transient), deadline)
+        except _Transient as exc:
+            return exc.response
 
     def _json(self, response: requests.Response, action: str) -> Dict[str, Any]:
         content = response.content
