@@ -36,7 +36,7 @@ test: env lint
 	KEYSTONE_VENV=$(abspath $(KEYSTONE_VENV)) $(PY) -m pytest tests -q
 
 demo: env
-	KEYSTONE_VENV=$(abspath $(KEYSTONE_VENV)) $(PY) -m tests.demo
+	KEYSTONE_VENV=$(abspath $(KEYSTONE_VENV)) $(PY) demo/demo.py
 
 bench: env
 	KEYSTONE_VENV=$(abspath $(KEYSTONE_VENV)) $(PY) benchmarks/bench.py

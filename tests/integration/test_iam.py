@@ -4,63 +4,13 @@ the provider's JWKS with exact iss and aud, as kube-apiserver does."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
-import threading
 
-import pytest
 
-from tests.integration.harness import BIN, Workspace, exec_credential, wait_until
-from tests.servers.browser_standin import approve_device_code, deny_device_code
-from tests.servers.kube_api import OIDCIssuerConfig
+from tests.integration.harness import BIN, exec_credential, run_with_person, wait_until
 
-CODE_LINE = re.compile(r"open (\S+) and enter the code (\S+)")
 INTERACTIVE = json.dumps({"kind": "ExecCredential", "apiVersion": "client.authentication.k8s.io/v1",
                           "spec": {"interactive": True}})
-
-
-@pytest.fixture
-def iam_site(kube_api_for, workspace: Workspace):
-    """kubectl-iam configured for a provider, and an API stand-in trusting that provider."""
-    def configure(provider):
-        standin = kube_api_for(oidc=[OIDCIssuerConfig(issuer_url=provider.issuer, audience=provider.client_id,
-                                                      ca_file=provider.ca_cert)])
-        workspace.env.update({"IAM_ISSUER": provider.issuer, "IAM_CLIENT_ID": provider.client_id,
-                              "IAM_CACERT": str(provider.ca_cert), "CAAS_SERVER": standin.url,
-                              "CAAS_CERTIFICATE_AUTHORITY": str(standin.ca_cert)})
-        workspace.env.pop("DISPLAY", None)
-        return standin
-    return configure
-
-
-@pytest.fixture
-def fast_provider(oidc_provider_factory):
-    """Sends a 1 s polling interval, so each sign-in takes about a second."""
-    return oidc_provider_factory(device_interval=1)
-
-
-def run_with_person(workspace, provider, argv, person="approve", login="alice", env=None):
-    """Run a command that shows a device code; a scripted stand-in for the browser acts on it."""
-    proc = subprocess.Popen([str(BIN / argv[0]), *argv[1:]], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**workspace.env, **(env or {})})
-    stderr_lines = []
-    acted = threading.Event()
-
-    def read_stderr():
-        for line in proc.stderr:
-            stderr_lines.append(line)
-            match = CODE_LINE.search(line)
-            if match and not acted.is_set():
-                acted.set()
-                act = approve_device_code if person == "approve" else deny_device_code
-                if person != "ignore":
-                    act(match.group(1), match.group(2), login=login, ca_cert=str(provider.ca_cert))
-    reader = threading.Thread(target=read_stderr)
-    reader.start()
-    stdout = proc.stdout.read()
-    proc.wait(timeout=120)
-    reader.join(timeout=30)
-    return subprocess.CompletedProcess(argv, proc.returncode, stdout, "".join(stderr_lines)), acted.is_set()
 
 
 def login(workspace, provider, *extra, person="approve", login="alice"):

@@ -7,37 +7,9 @@ import os
 import stat
 import subprocess
 
-import pytest
 
-from tests.integration.harness import BIN, Workspace, exec_credential, unique, wait_until
+from tests.integration.harness import BIN, PASSWORD, exec_credential, wait_until
 from tests.servers.tls import make_untrusted_ca
-
-PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture(scope="module")
-def projects(keystone):
-    """CMS and ATLAS exist once per Keystone; each test adds its own users to them."""
-    return {name: keystone.create_project(name) for name in ("CMS", "ATLAS")}
-
-
-@pytest.fixture
-def alice(keystone, projects):
-    name = unique("alice")
-    user_id = keystone.create_user(name, PASSWORD, projects=projects.values())
-    return {"name": name, "id": user_id}
-
-
-@pytest.fixture
-def site(keystone, kube_api_for, workspace: Workspace):
-    """The environment a CloudVeneto user's RC file and site config would give."""
-    standin = kube_api_for(keystone)
-    workspace.env.update({
-        "OS_AUTH_URL": keystone.url, "OS_CACERT": str(keystone.ca_cert),
-        "CAAS_SERVER": standin.url, "CAAS_CERTIFICATE_AUTHORITY": str(standin.ca_cert),
-    })
-    return standin
-
 
 def login(workspace, user, *extra, project="CMS", env=None):
     return workspace.run("kubectl-openstack", "login", "--user", user, "--project", project, "--password-stdin",
