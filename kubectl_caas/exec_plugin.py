@@ -235,6 +235,9 @@ def _renew(plugin: str, options: Dict[str, str], kind: str, path: str, interacti
         token = fresh_token(entry, kind, time.time())
         if token is not None:
             return token
+        from kubectl_caas import secret_store
+
+        entry = secret_store.load(plugin, path, entry)
         if debug:
             from kubectl_caas import http
 
@@ -247,5 +250,5 @@ def _renew(plugin: str, options: Dict[str, str], kind: str, path: str, interacti
         token = cached_token(new_entry, kind)
         if token is None:
             raise CaasError(f"the {plugin} server returned no usable {kind} token")
-        cache.write_entry(path, new_entry)
+        secret_store.save(plugin, path, new_entry, options.get("token-storage"))
         return token

@@ -271,3 +271,14 @@ def same_exec_identity(plugin: str, keys: Dict[str, Optional[str]], normalise: C
         return all((normalise(options.get(k) or "") if k in ("auth-url", "issuer") else options.get(k)) == v
                    for k, v in keys.items())
     return check
+
+
+TOKEN_STORAGE_HELP = ("where long-term secrets are kept: disk (the 0600 token cache) or keyring (the OS keyring; "
+                      "falls back to disk when there is none) [env KUBECTL_CAAS_TOKEN_STORAGE]")
+
+
+def token_storage(flag: Optional[str]) -> str:
+    value = flag or os.environ.get("KUBECTL_CAAS_TOKEN_STORAGE") or "disk"
+    if value not in ("disk", "keyring"):
+        raise UsageError(f"--token-storage must be disk or keyring, not {value!r}")
+    return value

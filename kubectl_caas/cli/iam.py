@@ -9,7 +9,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import typer
 
-from kubectl_caas import cache, kubeconfig
+from kubectl_caas import cache, kubeconfig, secret_store
 from kubectl_caas.cli import common
 from kubectl_caas.cli.common import say
 from kubectl_caas.errors import CaasError, UsageError
@@ -97,6 +97,7 @@ def login(
     kubeconfig_path: Optional[str] = Kubeconfig,
     force: bool = typer.Option(False, "--force", "-f", help="overwrite a context of the same name that points elsewhere"),
     no_browser: bool = typer.Option(False, "--no-browser", help="only print the link and the code"),
+    token_storage: Optional[str] = typer.Option(None, "--token-storage", help=common.TOKEN_STORAGE_HELP),
     debug: bool = Debug,
 ) -> None:
     """Sign in with a device code (shown here; approve it in any browser) and configure kubectl.
@@ -134,13 +135,14 @@ def login(
         if not no_browser and _open_browser(str(target)):
             say("(opened it in your browser)")
 
+    storage = common.token_storage(token_storage)
     entry = oidc.device_login(provider, announce)
-    args = client.exec_args()
+    args = client.exec_args() + (["--token-storage", storage] if storage != "disk" else [])
     options, _ = parse_get_token_args(PLUGIN, args[1:])
     path = cache.entry_path(PLUGIN, cache_fields(PLUGIN, options))
     with cache.EntryLock(path):
-        previous = cache.read_entry(path) or {}
-        cache.write_entry(path, entry)
+        previous = secret_store.load(PLUGIN, path, cache.read_entry(path)) or {}
+        secret_store.save(PLUGIN, path, entry, storage)
     _revoke_quietly(provider, previous.get("refresh_token"), entry.get("refresh_token"))
     claims = entry.get("claims") or {}
     who = claims.get("preferred_username") or claims.get("sub") or "user"
@@ -234,7 +236,7 @@ def logout(
             continue
         done.add(path)
         with cache.EntryLock(path):
-            entry = cache.read_entry(path)
+            entry = secret_store.load(PLUGIN, path, cache.read_entry(path))
             if not entry:
                 say(f"{name}: already logged out")
                 continue
@@ -247,7 +249,7 @@ def logout(
                 except CaasError as exc:
                     failures += 1
                     say(f"{name}: could not revoke the refresh token: {exc}")
-            cache.delete_entry(path)
+            secret_store.forget(PLUGIN, path)
             say(f"{name}: logged out (cache entry removed)")
     if failures:
         raise CaasError("some refresh tokens could not be revoked (the local copies are deleted anyway)",

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import typer
 
-from kubectl_caas import cache, kubeconfig
+from kubectl_caas import cache, kubeconfig, secret_store
 from kubectl_caas.cli import common
 from kubectl_caas.cli.common import say
 from kubectl_caas.errors import AuthError, CaasError, UsageError
@@ -135,7 +135,7 @@ def _same_user(identity):
 
 def _write(identity, entry: Dict[str, Any], server: str, ca_data: Optional[str], context: Optional[str],
            namespace: Optional[str], kubeconfig_path: Optional[str], force: bool,
-           keystone=None) -> str:
+           keystone=None, storage: str = "disk") -> str:
     """Save the cache entry and the kubeconfig stanzas; returns the context name.
 
     With `keystone` (a password login just happened), the application credential that an earlier
@@ -143,12 +143,12 @@ def _write(identity, entry: Dict[str, Any], server: str, ca_data: Optional[str],
     """
     project_name = entry["project"]["name"]
     context = context or project_name.lower()
-    args = identity.exec_args()
+    args = identity.exec_args() + (["--token-storage", storage] if storage != "disk" else [])
     options, _ = parse_get_token_args(PLUGIN, args[1:])
     path = cache.entry_path(PLUGIN, cache_fields(PLUGIN, options))
     with cache.EntryLock(path):
         previous = (cache.read_entry(path) or {}).get("application_credential") or {}
-        cache.write_entry(path, entry)
+        secret_store.save(PLUGIN, path, entry, storage)
     if keystone is not None and previous.get("created_by_login") and previous.get("id") != \
             (entry.get("application_credential") or {}).get("id"):
         try:
@@ -201,6 +201,7 @@ def login(
     no_remember: bool = typer.Option(False, "--no-remember",
                                      help="create no application credential: ask for the password when the token expires"),
     all_projects: bool = typer.Option(False, "--all-projects", help="one context for each of your projects"),
+    token_storage: Optional[str] = typer.Option(None, "--token-storage", help=common.TOKEN_STORAGE_HELP),
     debug: bool = Debug,
 ) -> None:
     """Log in to Keystone and configure kubectl (a context per project).
@@ -219,6 +220,7 @@ def login(
     ca_data = common.read_ca_data(settings.get("certificate_authority", ["CAAS_CERTIFICATE_AUTHORITY"]))
     namespace = settings.flags.get("namespace") or settings.config.get("namespace")
     remember = 0.0 if no_remember else common.parse_duration(remember_for)
+    storage = common.token_storage(token_storage)
     if all_projects and (context or namespace):
         raise UsageError("--all-projects makes one context per project: it cannot take --context or --namespace")
 
@@ -252,16 +254,17 @@ def login(
         entry = entry_from_access(identity, access, "application_credential",
                                   {"id": app_cred_id, "secret": secret, "expires_at": None,
                                    "created_by_login": False, "user_id": access.user_id})
-        written.append(_write(identity, entry, server_url, ca_data, context, namespace, kubeconfig_path, force))
+        written.append(_write(identity, entry, server_url, ca_data, context, namespace, kubeconfig_path, force,
+                              storage=storage))
     else:
         secret = _password(settings, cloud, identity, password_stdin, password)
         if all_projects:
             written += _login_all_projects(keystone, identity, secret, remember, server_url, ca_data,
-                                           kubeconfig_path, force)
+                                           kubeconfig_path, force, storage)
         else:
             access = keystone.password_login(secret)
             written.append(_finish_password_login(keystone, identity, access, remember, server_url, ca_data,
-                                                  context, namespace, kubeconfig_path, force))
+                                                  context, namespace, kubeconfig_path, force, storage))
     for name in written:
         say(f"Context {name!r} is ready: try `kubectl --context {name} get pods`")
     say(f"Current context: {written[-1]}")
@@ -287,12 +290,12 @@ def _remember(keystone, access, remember: float) -> Optional[Dict[str, Any]]:
 
 def _finish_password_login(keystone, identity, access, remember: float, server: str, ca_data: Optional[str],
                            context: Optional[str], namespace: Optional[str], kubeconfig_path: Optional[str],
-                           force: bool) -> str:
+                           force: bool, storage: str = "disk") -> str:
     from kubectl_caas.keystone import entry_from_access
 
     credential = _remember(keystone, access, remember)
     entry = entry_from_access(identity, access, "password", credential, remember)
-    name = _write(identity, entry, server, ca_data, context, namespace, kubeconfig_path, force, keystone)
+    name = _write(identity, entry, server, ca_data, context, namespace, kubeconfig_path, force, keystone, storage)
     expiry = common.describe_expiry(access.expires.timestamp())
     remembered = (f"; remembered until {common.describe_expiry(credential['expires_at'])}" if credential
                   else "")
@@ -301,7 +304,8 @@ def _finish_password_login(keystone, identity, access, remember: float, server: 
 
 
 def _login_all_projects(keystone, identity, password: str, remember: float, server: str,
-                        ca_data: Optional[str], kubeconfig_path: Optional[str], force: bool) -> List[str]:
+                        ca_data: Optional[str], kubeconfig_path: Optional[str], force: bool,
+                        storage: str = "disk") -> List[str]:
     from dataclasses import replace
 
     unscoped = keystone.password_login(password, scoped=False)
@@ -314,7 +318,7 @@ def _login_all_projects(keystone, identity, password: str, remember: float, serv
                                    project_domain=None, project_domain_id=project.get("domain_id") or "default")
         access = keystone.token_login(unscoped.auth_token, project["id"])
         names.append(_finish_password_login(keystone, project_identity, access, remember, server, ca_data,
-                                            None, None, kubeconfig_path, force))
+                                            None, None, kubeconfig_path, force, storage))
     return names
 
 
@@ -438,7 +442,7 @@ def logout(
                     passwords[key] = stdin_password or os.environ.get("OS_PASSWORD") or common.prompt_secret(
                         f"Password for {identity.who}, to delete the application credential: ")
                 _forget_credential(keystone, identity, credential, passwords[key], name)
-            cache.delete_entry(path)
+            secret_store.forget(PLUGIN, path)
             say(f"{name}: logged out (cache entry removed)")
 
 

@@ -1,0 +1,130 @@
+"""Where the long-term secrets of a cache entry live: in the 0600 cache file (disk, the default)
+or in the OS keyring (`--token-storage keyring`).
+
+Only what outlives a token goes to the keyring: the application credential secret (Keystone), the
+refresh token and client secret (OIDC). The short-lived bearer stays in the cache file, so the
+get-token hot path never touches the keyring. When no keyring works (headless machines,
+containers) the secrets stay on disk and a notice says so once, instead of failing or prompting
+on every call.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+from kubectl_caas import cache
+
+SERVICE = "kubectl-caas"
+STORAGES = ("disk", "keyring")
+LONG_TERM: Dict[str, List[Tuple[str, ...]]] = {
+    "openstack": [("application_credential", "secret")],
+    "iam": [("refresh_token",), ("client_secret",)],
+}
+NOTICE_MARKER = ".keyring-unavailable-notified"
+
+
+def _keyring():
+    """The keyring module when a real backend is configured, else None."""
+    try:
+        import keyring
+        from keyring.backends import fail
+    except ImportError:
+        return None
+    try:
+        backend = keyring.get_keyring()
+    except Exception:  # noqa: BLE001 - a broken keyring setup is the same as none
+        return None
+    if isinstance(backend, fail.Keyring) or getattr(backend, "priority", 1) <= 0:
+        return None
+    return keyring
+
+
+def _get(entry: Dict[str, Any], path: Tuple[str, ...]) -> Any:
+    value: Any = entry
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _set(entry: Dict[str, Any], path: Tuple[str, ...], value: Any) -> None:
+    target = entry
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
+
+
+def _item_name(cache_path: str, path: Tuple[str, ...]) -> str:
+    return os.path.basename(cache_path)[: -len(".json")] + ":" + ".".join(path)
+
+
+def _notify_once(reason: str) -> None:
+    marker = os.path.join(cache.cache_dir(), NOTICE_MARKER)
+    if os.path.exists(marker):
+        return
+    print(f"kubectl-caas: no usable OS keyring ({reason}); keeping secrets in the 0600 token cache "
+          "instead (this notice is shown once)", file=sys.stderr)
+    try:
+        cache.write_private_file_atomically(marker, b"", cache.ensure_private_dir(cache.cache_dir()))
+    except Exception:  # noqa: BLE001 - the notice is best effort
+        pass
+
+
+def save(plugin: str, cache_path: str, entry: Dict[str, Any], storage: Optional[str]) -> None:
+    """Write the entry; with storage 'keyring', its long-term secrets go to the keyring."""
+    import copy
+
+    on_disk = copy.deepcopy(entry)
+    if storage == "keyring":
+        keyring = _keyring()
+        if keyring is None:
+            _notify_once("none is configured, or this is a headless session")
+        else:
+            try:
+                for path in LONG_TERM[plugin]:
+                    value = _get(on_disk, path)
+                    if isinstance(value, str) and value:
+                        keyring.set_password(SERVICE, _item_name(cache_path, path), value)
+                        _set(on_disk, path, {"stored_in": "keyring"})
+            except Exception as exc:  # noqa: BLE001 - fall back to disk rather than fail the login
+                _notify_once(f"{type(exc).__name__}")
+                on_disk = copy.deepcopy(entry)
+    cache.write_entry(cache_path, on_disk)
+
+
+def load(plugin: str, cache_path: str, entry: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The entry with secrets kept in the keyring filled back in (missing ones are dropped)."""
+    if not entry:
+        return entry
+    refs = [path for path in LONG_TERM[plugin] if isinstance(_get(entry, path), dict)]
+    if not refs:
+        return entry
+    keyring = _keyring()
+    for path in refs:
+        value = None
+        if keyring is not None:
+            try:
+                value = keyring.get_password(SERVICE, _item_name(cache_path, path))
+            except Exception:  # noqa: BLE001 - treated as a missing secret: renewal falls back
+                value = None
+        if value:
+            _set(entry, path, value)
+        elif len(path) == 1:
+            entry.pop(path[0], None)
+        else:
+            _get(entry, path[:-1]).pop(path[-1], None)
+    return entry
+
+
+def forget(plugin: str, cache_path: str) -> None:
+    """Delete the entry and whatever it kept in the keyring."""
+    entry = cache.read_entry(cache_path)
+    if entry and any(isinstance(_get(entry, path), dict) for path in LONG_TERM[plugin]):
+        keyring = _keyring()
+        if keyring is not None:
+            for path in LONG_TERM[plugin]:
+                try:
+                    keyring.delete_password(SERVICE, _item_name(cache_path, path))
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+    cache.delete_entry(cache_path)
