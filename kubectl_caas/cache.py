@@ -99,6 +99,7 @@ def write_entry(path: str, data: Mapping[str, Any]) -> None:
 def write_private_file_atomically(path: str, payload: bytes, directory: Optional[str] = None) -> None:
     directory = directory or os.path.dirname(path) or "."
     base = os.path.basename(path)
+    _remove_orphaned_temp_files(directory, base)
     for attempt in range(100):
         tmp = os.path.join(directory, f".{base}.{os.getpid()}.{attempt}.tmp")
         try:
@@ -122,6 +123,30 @@ def write_private_file_atomically(path: str, payload: bytes, directory: Optional
             pass
         raise
     _fsync_directory(directory)
+
+
+def _remove_orphaned_temp_files(directory: str, base: str) -> None:
+    """Temp files of writers that were killed before their rename (their pid is gone)."""
+    prefix = f".{base}."
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its writer is still alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
 
 
 def _fsync_directory(directory: str) -> None:

@@ -302,3 +302,13 @@ def test_missing_server_says_how_to_set_it(keystone, site, workspace, alice):
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert "--server" in line and "CAAS_SERVER" in line
+
+
+def test_two_logins_at_the_same_time_both_land(keystone, site, workspace, alice):
+    procs = [subprocess.Popen([str(BIN / "kubectl-openstack"), "login", "--user", alice["name"], "--project", project,
+                               "--password-stdin"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=workspace.env) for project in ("CMS", "ATLAS")]
+    outputs = [p.communicate(PASSWORD, timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert sorted(c["name"] for c in workspace.config()["contexts"]) == ["atlas", "cms"]
+    assert len(workspace.config()["users"]) == 2
