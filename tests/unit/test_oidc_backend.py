@@ -9,6 +9,7 @@ that are not JSON, ID-token verification, and refresh (rotation, failure -> logi
 from __future__ import annotations
 
 import base64
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -175,14 +176,15 @@ class FakeIAM:
         response.reason = "stub"
         response.url = request.url
         response.request = request
+        # The body is streamed from `raw`, as from a socket, so stream=True behaves as it would for real.
         if isinstance(payload, EndlessBody):
             response.raw = payload
             response.headers = CaseInsensitiveDict({"Content-Type": "application/json"})
         elif isinstance(payload, (dict, list)):
-            response._content = json.dumps(payload).encode()
+            response.raw = io.BytesIO(json.dumps(payload).encode())
             response.headers = CaseInsensitiveDict({"Content-Type": "application/json"})
         else:
-            response._content = payload.encode() if isinstance(payload, str) else payload
+            response.raw = io.BytesIO(payload.encode() if isinstance(payload, str) else payload)
             response.headers = CaseInsensitiveDict({"Content-Type": "text/html"})
         response.encoding = "utf-8"
         return response
