@@ -127,9 +127,34 @@ def _log_response(response: requests.Response, *args: Any, **kwargs: Any) -> Non
           file=out)
     for key, value in redact_headers(response.headers).items():
         print(f"<   {key}: {value}", file=out)
+    if not getattr(response, "_content_consumed", True):
+        return  # streamed: read_limited() prints the body once it has read (a bounded part of) it
     text = redact_body(response.content, response.headers.get("Content-Type", ""))
     if text:
         print(f"<   {text}", file=out)
+
+
+def read_limited(response: requests.Response, limit: int) -> bytes:
+    """Read a streamed answer's body, stopping one byte past `limit`: a huge or endless body is
+    refused without downloading it. The bytes read become `response.content`."""
+    chunks = []
+    size = 0
+    try:
+        for chunk in response.iter_content(65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                break
+    finally:
+        response.close()
+    body = b"".join(chunks)[: limit + 1]
+    response._content = body  # requests' own attribute: later `.content` returns what was read
+    response._content_consumed = True
+    if _debug:
+        text = redact_body(body, response.headers.get("Content-Type", ""))
+        if text:
+            print(f"<   {text}", file=sys.stderr)
+    return body
 
 
 def _redact_url(url: str) -> str:

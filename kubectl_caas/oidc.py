@@ -134,18 +134,23 @@ class Provider:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def _request(self, method: str, url: str, action: str, **kwargs: Any) -> requests.Response:
-        """One HTTP exchange, retried (within the time budget) while the server answers a transient 5xx."""
+    def _request(self, method: str, url: str, action: str, retry_statuses=http.TRANSIENT_STATUS,
+                 **kwargs: Any) -> requests.Response:
+        """One HTTP exchange, retried (within the time budget) while the server answers a transient 5xx.
+
+        The body is read only up to MAX_JSON_BYTES (+1, so that an oversized one is recognised).
+        """
         deadline = http.Deadline()
 
         def attempt() -> requests.Response:
             try:
                 response = self.session.request(method, url, withhold_token=True, verify=self.verify,
-                                                timeout=deadline.timeout(), **kwargs)
+                                                timeout=deadline.timeout(), stream=True, **kwargs)
+                http.read_limited(response, MAX_JSON_BYTES)
             except requests.exceptions.RequestException as exc:
                 raise http.network_error(exc, url, f"the OIDC provider ({action})",
                                          "pass the issuer's CA bundle with --cacert") from None
-            if response.status_code in http.TRANSIENT_STATUS:
+            if response.status_code in retry_statuses:
                 raise _Transient(response)
             return response
 
@@ -167,7 +172,8 @@ class Provider:
             raise CaasError(f"the OIDC provider answered HTTP {response.status_code} to {action} with unexpected JSON")
         return data
 
-    def _endpoint_call(self, endpoint: str, data: Dict[str, str], action: str) -> Dict[str, Any]:
+    def _endpoint_call(self, endpoint: str, data: Dict[str, str], action: str,
+                       retry_statuses=http.TRANSIENT_STATUS) -> Dict[str, Any]:
         """POST a form to the token or device endpoint with client authentication (via authlib).
 
         authlib's client auth adds client_id to the form for a public client, or sends HTTP Basic
@@ -175,7 +181,8 @@ class Provider:
         """
         url = self.endpoint(endpoint)
         auth = self.session.client_auth(self.session.token_endpoint_auth_method)
-        response = self._request("POST", url, action, data=data, auth=auth, headers={"Accept": "application/json"})
+        response = self._request("POST", url, action, retry_statuses, data=data, auth=auth,
+                                 headers={"Accept": "application/json"})
         if response.status_code >= 500:
             raise CaasError(http.describe_http_error(response.status_code, response.content,
                                                      "the OIDC provider", action))
@@ -266,7 +273,9 @@ class Provider:
 
     def refresh(self, refresh_token: str) -> Dict[str, Any]:
         data = self._with_audience({"grant_type": "refresh_token", "refresh_token": refresh_token})
-        return self._endpoint_call("token_endpoint", data, "the token refresh")
+        # Not after a 500: the server may have rotated the refresh token before failing, and sending
+        # the old one again could revoke the whole grant. 502-504 come from proxies in front of it.
+        return self._endpoint_call("token_endpoint", data, "the token refresh", retry_statuses=(502, 503, 504))
 
     def revoke(self, token: str, hint: str = "refresh_token") -> None:
         url = self.endpoint("revocation_endpoint")

@@ -571,9 +571,6 @@ def test_body_at_the_size_limit_is_still_read(iam):
     assert provider().start_device_flow()["device_code"] == "dc-1"
 
 
-@pytest.mark.xfail(reason="BUG: the size limit is checked only after requests has downloaded the whole body "
-                          "(no stream=True), so an endless or huge answer is read into memory in full",
-                   strict=True)
 def test_oversized_body_is_not_downloaded_beyond_the_limit(iam):
     body = EndlessBody(32 * oidc.MAX_JSON_BYTES)
     iam.always(DEVICE_URL, (200, body))
