@@ -80,6 +80,10 @@ def output(text: str, limit: int = 12) -> None:
         shown("  " + line)
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 class DemoFailed(Exception):
     """A step went wrong; `logs` name the servers whose log tails explain it."""
 
@@ -228,7 +232,7 @@ class Demo:
 
     # -- logs for failures
 
-    def log_tail(self, name: str, lines: int = 15) -> str:
+    def log_tail(self, name: str, lines: int = 10) -> str:
         text = ""
         if name == "keystone" and self.keystone is not None:
             text = self.keystone.log_text()
@@ -240,6 +244,7 @@ class Demo:
                 f"{r['method']} {r['path']} -> {r['status']} user={r['user']} via={r['authenticator']}"
                 + (f" error={r['error']}" if r.get("error") else "")
                 for r in self.standin.requests)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # Keystone colours some lines
         return "\n".join(text.strip().splitlines()[-lines:])
 
     # -- commands
@@ -335,8 +340,8 @@ class Demo:
         shown(f"(the old form `kubectl openstack -user={USER} -password=... -project={PROJECT}` still works,")
         shown(" but it shows the password to anyone running `ps`; --password-stdin does not)")
         self.kubectl("openstack", "login", "--user", USER, "--project", PROJECT, "--password-stdin",
-                     stdin=self.password + "\n", note="password typed on stdin", logs=("keystone", "standin"))
-        pods = self.kubectl("get", "pods", logs=("keystone", "standin"))
+                     stdin=self.password + "\n", note="password typed on stdin", logs=("standin", "keystone"))
+        pods = self.kubectl("get", "pods", logs=("standin", "keystone"))
         if "No resources found in cms namespace." not in pods.stdout:
             raise DemoFailed("`kubectl get pods` did not answer from the cms namespace",
                              pods.stdout, ("standin",))
@@ -348,7 +353,7 @@ class Demo:
             shown(f"$ export {name}={value}")
         self.env.update(iam)
         context = self.iam_login()
-        pods = self.kubectl("--context", context, "get", "pods", "-n", IAM_NAMESPACE, logs=("provider", "standin"))
+        pods = self.kubectl("--context", context, "get", "pods", "-n", IAM_NAMESPACE, logs=("standin", "provider"))
         if f"No resources found in {IAM_NAMESPACE} namespace." not in pods.stdout:
             raise DemoFailed(f"`kubectl get pods -n {IAM_NAMESPACE}` gave an unexpected answer",
                              pods.stdout, ("standin",))
@@ -368,15 +373,15 @@ class Demo:
                 methods[method] = methods.get(method, 0) + 1
         credentials = sum(1 for r in self.keystone.requests()
                           if r["method"] == "POST" and r["path"].endswith("/application_credentials"))
-        shown("Keystone: " + (", ".join(f"{n} {m} login(s)" for m, n in sorted(methods.items())) or "no logins")
-              + f", {credentials} application credential(s) created for renewals, "
-              f"{self.standin.keystone_validations} token check(s) by the API stand-in")
+        shown("Keystone: " + (", ".join(plural(n, f"{m} login") for m, n in sorted(methods.items())) or "no logins")
+              + f", {plural(credentials, 'application credential')} created for renewals, "
+              f"{plural(self.standin.keystone_validations, 'token check')} by the API stand-in")
         grants: Dict[str, int] = {}
         for r in self.provider.token_requests():
             grant = str(r.get("grant_type", "?")).rsplit(":", 1)[-1]
             grants[grant] = grants.get(grant, 0) + 1
-        shown("OpenID provider: token requests " + (", ".join(f"{g} x {n}" for g, n in sorted(grants.items()))
-                                                   or "none"))
+        shown("OpenID provider: " + (", ".join(plural(n, f"{g} token request") for g, n in sorted(grants.items()))
+                                     or "no token requests"))
         step(f"All steps worked in {time.monotonic() - started:.0f} s")
 
 
