@@ -60,23 +60,45 @@ def load_config_file(plugin: str) -> Dict[str, Any]:
 
 def load_profile(name: str) -> Dict[str, Any]:
     """A site profile: a user's own `<config dir>/profiles/NAME.json` first, then the built-in one."""
-    candidates = [os.path.join(config_dir(), "profiles", f"{name}.json"),
-                  os.path.join(os.path.dirname(__file__), "profiles", f"{name}.json")]
-    for path in candidates:
-        try:
-            with open(path, "rb") as handle:
-                return json.loads(handle.read())
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError):
-            raise UsageError(f"the site profile {path} cannot be read as JSON") from None
-    raise UsageError(f"unknown site profile {name!r}",
-                     f"use one of: {', '.join(builtin_profiles())}, or create {candidates[0]}")
+    own = os.path.join(config_dir(), "profiles", f"{name}.json")
+    try:
+        with open(own, "rb") as handle:
+            raw = handle.read()
+        where = own
+    except FileNotFoundError:
+        raw = _builtin_profile(name)
+        where = f"built-in profile {name}"
+    except OSError as exc:
+        raise UsageError(f"cannot read the site profile {own}: {exc.strerror}") from None
+    if raw is None:
+        raise UsageError(f"unknown site profile {name!r}",
+                         f"use one of: {', '.join(builtin_profiles())}, or create {own}")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise UsageError(f"the site profile {where} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"the site profile {where} must be a JSON object")
+    return data
+
+
+def _builtin_profile(name: str) -> Optional[bytes]:
+    # pkgutil reads package data from a directory or from inside the single-file (zip) build alike
+    import pkgutil
+
+    if not name.replace("-", "").replace("_", "").isalnum():
+        return None
+    try:
+        return pkgutil.get_data("kubectl_caas", f"profiles/{name}.json")
+    except (OSError, FileNotFoundError):
+        return None
 
 
 def builtin_profiles() -> Iterable[str]:
-    folder = os.path.join(os.path.dirname(__file__), "profiles")
-    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
+    from importlib import resources
+
+    folder = resources.files("kubectl_caas") / "profiles"
+    return sorted(entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".json"))
 
 
 @dataclass

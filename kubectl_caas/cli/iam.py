@@ -154,11 +154,12 @@ def login(
         namespace=namespace, certificate_authority_data=ca_data),
         explicit_path=kubeconfig_path, force=force, same_user=same_user)
     bearer = entry["tokens"].get(client.token_kind) or {}
-    say(f"Signed in as {who} ({claims.get('sub', '?')}) at {client.issuer}: {client.token_kind} token valid until "
+    sub = claims.get("sub", "?")
+    say(f"Signed in as {who}{'' if sub == who else f' (sub {sub})'} at {client.issuer}: {client.token_kind} token valid until "
         f"{common.describe_expiry(bearer.get('expires_at'))}"
         + ("; renews with a refresh token" if entry.get("refresh_token") else
            "; no refresh token (add offline_access to the scope to stay signed in)"))
-    say(f"Context {context_name!r} is ready: try `kubectl --context {context_name} get pods`")
+    say(f"Context {context_name!r} is ready and now the current context: try `kubectl get pods`")
     print("kubectl configured correctly")
 
 
@@ -204,7 +205,8 @@ def status(
         kind = options.get("token") or "id"
         bearer = (entry.get("tokens") or {}).get(kind) or {}
         groups = claims.get("groups") or claims.get("wlcg.groups") or []
-        print(f"{marker} {name}: {claims.get('preferred_username', '?')} (sub {claims.get('sub', '?')}) at "
+        who, sub = claims.get("preferred_username", "?"), claims.get("sub", "?")
+        print(f"{marker} {name}: {who}{'' if sub == who else f' (sub {sub})'} at "
               f"{entry.get('issuer')}, groups {', '.join(map(str, groups)) or '-'}, {kind} token "
               f"{common.describe_expiry(bearer.get('expires_at'))}, refresh token "
               f"{'held' if entry.get('refresh_token') else 'none'}")
