@@ -27,12 +27,20 @@ $(OIDC_DIR)/node_modules/.ready: $(OIDC_DIR)/package-lock.json
 env: $(STAMP) $(KEYSTONE_VENV)/.ready $(OIDC_DIR)/node_modules/.ready
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check kubectl_caas tests benchmarks
+	$(VENV)/bin/ruff check kubectl_caas tests benchmarks plugins demo
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
-test: env lint
+PLUGIN_SOURCES := $(shell find kubectl_caas -name '*.py' -o -name '*.json') pyproject.toml plugins/build.py \
+	$(wildcard plugins/krew/*.yaml)
+
+dist/kubectl-openstack dist/kubectl-iam &: $(PLUGIN_SOURCES) | $(STAMP)
+	$(PY) plugins/build.py --out dist
+
+plugins: dist/kubectl-openstack dist/kubectl-iam
+
+test: env lint plugins
 	KEYSTONE_VENV=$(abspath $(KEYSTONE_VENV)) $(PY) -m pytest tests -q
 
 demo: env
