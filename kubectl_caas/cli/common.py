@@ -22,7 +22,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 def new_app(help_text: str) -> typer.Typer:
     return typer.Typer(help=help_text + "\n\n" + EXIT_CODES_HELP, context_settings=CONTEXT_SETTINGS,
-                       add_completion=True, no_args_is_help=True, rich_markup_mode=None,
+                       add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                        pretty_exceptions_enable=False)
 
 
@@ -282,3 +282,23 @@ def token_storage(flag: Optional[str]) -> str:
     if value not in ("disk", "keyring"):
         raise UsageError(f"--token-storage must be disk or keyring, not {value!r}")
     return value
+
+
+def add_completion_command(app: typer.Typer, plugin: str) -> None:
+    @app.command("completion")
+    def completion(shell: str = typer.Argument(..., help="bash or zsh")) -> None:
+        """Print the shell completion script for bash or zsh.
+
+        Example: source <(kubectl-PLUGIN completion bash)    # add it to ~/.bashrc
+
+        `kubectl PLUGIN <TAB>` completes through kubectl_complete-PLUGIN, installed alongside.
+        """
+        if shell not in ("bash", "zsh"):
+            raise UsageError(f"no completion for {shell!r}", "use bash or zsh")
+        from typer._completion_shared import get_completion_script
+
+        name = f"kubectl-{plugin}"
+        print(get_completion_script(prog_name=name, complete_var=f"_{name.replace('-', '_').upper()}_COMPLETE",
+                                    shell=shell))
+
+    completion.__doc__ = (completion.__doc__ or "").replace("PLUGIN", plugin)

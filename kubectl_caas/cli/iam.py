@@ -25,6 +25,7 @@ app = common.new_app(
     "Example: kubectl iam login --issuer https://iam.cloud.infn.it --client-id my-client"
 )
 common.add_version_option(app, PLUGIN)
+common.add_completion_command(app, PLUGIN)
 
 Issuer = typer.Option(None, "--issuer", help="OpenID issuer [env IAM_ISSUER; default: https://iam.cloud.infn.it]")
 ClientId = typer.Option(None, "--client-id", help="OAuth client id [env IAM_CLIENT_ID]")

@@ -469,6 +469,7 @@ def _forget_credential(keystone, identity, credential: Dict[str, Any], password:
 
 
 common.add_version_option(app, PLUGIN)
+common.add_completion_command(app, PLUGIN)
 
 
 SEED_FLAGS = {"user", "password", "project", "force"}

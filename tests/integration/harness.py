@@ -49,10 +49,12 @@ class Workspace:
         return subprocess.run(command, input=input if input is not None else "", capture_output=True, text=True,
                               env={**self.env, **(env or {})}, timeout=timeout, cwd=self.home)
 
-    def kubectl(self, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([str(KUBECTL), "--cache-dir", str(self.root / "kubectl-cache"), *args],
-                              capture_output=True, text=True, env={**self.env, **(env or {})}, timeout=timeout,
-                              cwd=self.home, stdin=subprocess.DEVNULL)
+    def kubectl(self, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120,
+                cache_dir: bool = True) -> subprocess.CompletedProcess:
+        """Real kubectl; `cache_dir=False` for plugin invocations (kubectl allows no flag before them)."""
+        flags = ["--cache-dir", str(self.root / "kubectl-cache")] if cache_dir else []
+        return subprocess.run([str(KUBECTL), *flags, *args], capture_output=True, text=True,
+                              env={**self.env, **(env or {})}, timeout=timeout, cwd=self.home, stdin=subprocess.DEVNULL)
 
     def config(self) -> Dict[str, Any]:
         return yaml.safe_load(self.kubeconfig.read_text())
