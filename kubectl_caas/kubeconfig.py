@@ -242,6 +242,22 @@ def context_points_elsewhere(merged: Merged, entry: Entry,
     return None
 
 
+def refuse_conflict(merged: Merged, entry: Entry, same_user: Callable[[Dict[str, Any]], bool]) -> None:
+    reason = context_points_elsewhere(merged, entry, same_user)
+    if reason:
+        raise ContextConflict(f"context {entry.context!r} already exists and {reason}",
+                              "pass --force to overwrite it, or --context NAME to use another name")
+
+
+def check_before_login(context: Optional[str], server: str, same_user: Callable[[Dict[str, Any]], bool],
+                       explicit_path: Optional[str] = None, force: bool = False) -> None:
+    """Before a login talks to anyone, refuse now what `upsert` would refuse later: a kubeconfig
+    that does not load, or (without force) a context of this name that points elsewhere."""
+    merged = load(resolve_paths(explicit_path))
+    if context and not force:
+        refuse_conflict(merged, Entry(context=context, cluster="", server=server, user="", user_body={}), same_user)
+
+
 def upsert(entry: Entry, *, explicit_path: Optional[str] = None, make_current: bool = True,
            force: bool = False, same_user: Optional[Callable[[Dict[str, Any]], bool]] = None) -> List[str]:
     """Add or update the entry's cluster, user and context; returns the files written."""
@@ -250,10 +266,7 @@ def upsert(entry: Entry, *, explicit_path: Optional[str] = None, make_current: b
     with locked(paths):
         merged = load(paths)
         if not force:
-            reason = context_points_elsewhere(merged, entry, same_user)
-            if reason:
-                raise ContextConflict(f"context {entry.context!r} already exists and {reason}",
-                                      "pass --force to overwrite it, or --context NAME to use another name")
+            refuse_conflict(merged, entry, same_user)
         default = next(f for f in merged.files if f.path == default_write_path(paths))
 
         def target(section: str, name: str) -> Tuple[KubeconfigFile, Optional[Dict[str, Any]]]:

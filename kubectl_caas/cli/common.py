@@ -302,3 +302,14 @@ def add_completion_command(app: typer.Typer, plugin: str) -> None:
                                     shell=shell))
 
     completion.__doc__ = (completion.__doc__ or "").replace("PLUGIN", plugin)
+
+
+def add_get_token_command(app: typer.Typer, plugin: str) -> None:
+    """`get-token` in the CLI's help; the console script answers it before typer is even imported."""
+
+    @app.command("get-token", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def get_token_command(ctx: typer.Context) -> None:
+        """Print an ExecCredential for kubectl (kubectl runs this for you; see `get-token --help`)."""
+        from kubectl_caas.exec_plugin import get_token
+
+        raise typer.Exit(get_token(plugin, list(ctx.args)))

@@ -119,14 +119,8 @@ def login(
     namespace = namespace or settings.config.get("namespace")
     same_user = common.same_exec_identity(PLUGIN, {"issuer": oidc.normalise_issuer(client.issuer),
                                                    "client-id": client.client_id}, oidc.normalise_issuer)
-    # Refuse a conflicting context before the person spends time in the browser.
-    if not force:
-        merged = kubeconfig.load(kubeconfig.resolve_paths(kubeconfig_path))
-        probe = kubeconfig.Entry(context=context_name, cluster="", server=server_url, user="", user_body={})
-        reason = kubeconfig.context_points_elsewhere(merged, probe, same_user)
-        if reason:
-            raise kubeconfig.ContextConflict(f"context {context_name!r} already exists and {reason}",
-                                             "pass --force to overwrite it, or --context NAME to use another name")
+    # Refuse a broken kubeconfig or a conflicting context before the person spends time in the browser.
+    kubeconfig.check_before_login(context_name, server_url, same_user, kubeconfig_path, force)
 
     provider = oidc.Provider(client)
 
@@ -173,12 +167,7 @@ def _revoke_quietly(provider, old: Optional[str], new: Optional[str]) -> None:
             pass
 
 
-@app.command("get-token", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def get_token_command(ctx: typer.Context) -> None:
-    """Print an ExecCredential for kubectl (kubectl runs this for you; see `get-token --help`)."""
-    from kubectl_caas.exec_plugin import get_token
-
-    raise typer.Exit(get_token(PLUGIN, list(ctx.args)))
+common.add_get_token_command(app, PLUGIN)
 
 
 @app.command()

@@ -166,19 +166,6 @@ def _write(identity, entry: Dict[str, Any], server: str, ca_data: Optional[str],
     return context
 
 
-def _precheck_context(context: Optional[str], identity, server: str, kubeconfig_path: Optional[str],
-                      force: bool) -> None:
-    """Refuse a context conflict before talking to Keystone, so nothing is created in vain."""
-    merged = kubeconfig.load(kubeconfig.resolve_paths(kubeconfig_path))
-    if force or not context:
-        return
-    probe = kubeconfig.Entry(context=context, cluster="", server=server, user="", user_body={})
-    reason = kubeconfig.context_points_elsewhere(merged, probe, _same_user(identity))
-    if reason:
-        raise kubeconfig.ContextConflict(f"context {context!r} already exists and {reason}",
-                                         "pass --force to overwrite it, or --context NAME to use another name")
-
-
 @app.command()
 def login(
     auth_url: Optional[str] = AuthUrl, user: Optional[str] = User, user_id: Optional[str] = UserId,
@@ -228,9 +215,10 @@ def login(
 
     app_cred_id = settings.get("application_credential_id", ["OS_APPLICATION_CREDENTIAL_ID"])
     use_app_cred = bool(app_cred_id) and not (password or password_stdin)
-    if not use_app_cred and not all_projects:
-        _precheck_context(context or (identity.project or "").lower() or None, identity, server_url,
-                          kubeconfig_path, force)
+    # Refuse a broken kubeconfig or a context conflict before talking to Keystone, so nothing is
+    # created in vain.
+    kubeconfig.check_before_login(None if use_app_cred or all_projects else context or (identity.project or "").lower(),
+                                  server_url, _same_user(identity), kubeconfig_path, force)
     keystone = Keystone(identity)
     written: List[str] = []
 
@@ -322,12 +310,7 @@ def _login_all_projects(keystone, identity, password: str, remember: float, serv
     return names
 
 
-@app.command("get-token", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def get_token_command(ctx: typer.Context) -> None:
-    """Print an ExecCredential for kubectl (kubectl runs this for you; see `get-token --help`)."""
-    from kubectl_caas.exec_plugin import get_token
-
-    raise typer.Exit(get_token(PLUGIN, list(ctx.args)))
+common.add_get_token_command(app, PLUGIN)
 
 
 @app.command()
