@@ -9,15 +9,17 @@ contains a secret.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
 import sys
 import time
-from typing import Any, Dict, Mapping, Optional
 
 from kubectl_caas.errors import CaasError
+
+TYPE_CHECKING = False  # importing typing costs ~3 ms on every kubectl command
+if TYPE_CHECKING:
+    from typing import Any, Dict, Mapping, Optional
 
 # How long a get-token waits for another process that is renewing the same entry. A device-code
 # login by another process can legitimately take minutes; the lock is released by the kernel when
@@ -58,7 +60,7 @@ def entry_key(plugin: str, fields: Mapping[str, Optional[str]]) -> str:
     """A stable file name for one identity. `fields` must hold no secret."""
     canonical = json.dumps({"plugin": plugin, **{k: v for k, v in fields.items() if v}},
                            sort_keys=True, separators=(",", ":"))
-    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    digest = _sha256(canonical.encode()).hexdigest()[:16]
     readable = "_".join(str(v) for k, v in fields.items() if v and k in _READABLE_FIELDS)
     readable = re.sub(r"[^A-Za-z0-9@.+=-]+", "_", readable)[:80].strip("_")
     return f"{plugin}-{readable}-{digest}" if readable else f"{plugin}-{digest}"
@@ -66,6 +68,18 @@ def entry_key(plugin: str, fields: Mapping[str, Optional[str]]) -> str:
 
 # Fields that make a cache file name readable; the rest only feed the hash.
 _READABLE_FIELDS = ("user", "project", "issuer_host", "application_credential_id", "client_id")
+
+
+def _sha256(data: bytes):
+    """hashlib.sha256 without loading OpenSSL's libcrypto (~3 ms): CPython's built-in implementation."""
+    try:
+        from _sha256 import sha256  # CPython 3.9-3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # CPython 3.12+
+        except ImportError:
+            from hashlib import sha256
+    return sha256(data)
 
 
 def entry_path(plugin: str, fields: Mapping[str, Optional[str]]) -> str:

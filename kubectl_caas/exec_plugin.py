@@ -11,10 +11,13 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from kubectl_caas import cache
 from kubectl_caas.errors import EXIT_USAGE, CaasError
+
+TYPE_CHECKING = False  # importing typing costs ~3 ms on every kubectl command
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 DEFAULT_EXEC_API_VERSION = EXEC_API_VERSIONS[0]

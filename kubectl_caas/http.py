@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import requests
 
-from kubectl_caas.errors import CaasError, NetworkError
+from kubectl_caas.errors import CaasError, NetworkError, UsageError
 
 # A login request gives up after 30 s in all (retries included): at most 10 s to connect, the
 # rest to answer. KUBECTL_CAAS_TIMEOUT (seconds) changes the total for slow networks.
@@ -187,7 +187,7 @@ def verify_for(cacert: Optional[str]) -> Union[str, bool]:
 
         path = os.path.abspath(os.path.expanduser(cacert))
         if not os.path.isfile(path):
-            raise CaasError(f"CA file {cacert} does not exist", "check the --cacert path")
+            raise UsageError(f"CA file {cacert} does not exist", "check the --cacert path")
         return path
     return True
 
@@ -195,10 +195,14 @@ def verify_for(cacert: Optional[str]) -> Union[str, bool]:
 def network_error(exc: BaseException, url: str, service: str, cacert_hint: Optional[str] = None) -> CaasError:
     """One line for a failure to talk to `service` at `url`."""
     text = str(exc)
-    if isinstance(exc, requests.exceptions.SSLError) or "CERTIFICATE_VERIFY_FAILED" in text \
-            or "SSLError" in type(exc).__name__ or "SSL" in text[:200] and "certificate" in text.lower():
-        return NetworkError(f"TLS verification of {service} at {url} failed",
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text.lower():
+        return NetworkError(f"TLS verification of {service} at {url} failed: its certificate is not trusted",
                             cacert_hint or "pass the CA bundle that signed its certificate with --cacert")
+    if isinstance(exc, requests.exceptions.SSLError) or "SSLError" in type(exc).__name__ or "SSL" in text:
+        reason = re.search(r"\[SSL: ([A-Z_]+)\]", text)
+        detail = f" ({reason.group(1).lower().replace('_', ' ')})" if reason else ""
+        return NetworkError(f"TLS handshake with {service} at {url} failed{detail}",
+                            "check that the URL is https:// and the port is the right one")
     if isinstance(exc, requests.exceptions.Timeout) or "timed out" in text.lower() or "Timeout" in type(exc).__name__:
         return NetworkError(f"{service} at {url} did not answer in time",
                             "check the URL and your network, then retry")

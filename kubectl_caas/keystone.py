@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import json
 import logging
 import os
 import socket
@@ -29,6 +30,7 @@ logging.getLogger("keystoneauth").addHandler(logging.NullHandler())
 
 SERVICE = "Keystone"
 DEFAULT_DOMAIN = "default"
+MAX_ANSWER_BYTES = 1 << 20
 DEFAULT_REMEMBER_SECONDS = 7 * 24 * 3600
 CACERT_HINT = ("pass the CA bundle with --cacert or OS_CACERT (CloudVeneto users: CloudVenetoCAs.pem)")
 
@@ -140,12 +142,8 @@ class Keystone:
 
     def _translate(self, exc: Exception, action: str) -> CaasError:
         url = self.identity.auth_url
-        if isinstance(exc, ks_exc.SSLError):
-            return http.network_error(exc, url, SERVICE, CACERT_HINT)
         if isinstance(exc, (ks_exc.ConnectionError, ks_exc.DiscoveryFailure)):
-            if "certificate" in str(exc).lower() or "ssl" in str(exc).lower():
-                return http.network_error(requests_ssl_error(), url, SERVICE, CACERT_HINT)
-            return http.network_error(exc, url, SERVICE)
+            return http.network_error(exc, url, SERVICE, CACERT_HINT)
         if isinstance(exc, ks_exc.HttpError):
             response = getattr(exc, "response", None)
             body = response.content if response is not None else b""
@@ -155,7 +153,16 @@ class Keystone:
         if isinstance(exc, ks_exc.InvalidResponse):
             response = getattr(exc, "response", None)
             status = getattr(response, "status_code", "?")
-            return CaasError(f"{SERVICE} answered HTTP {status} to {action} with a body that is not valid JSON",
+            body = getattr(response, "content", b"") or b""
+            if len(body) > MAX_ANSWER_BYTES:
+                what = "an oversized body"
+            else:
+                try:
+                    json.loads(body)
+                    what = "an answer that is not a Keystone token"
+                except ValueError:
+                    what = "a body that is not valid JSON"
+            return CaasError(f"{SERVICE} answered HTTP {status} to {action} with {what}",
                              "check the auth URL; rerun with --debug to see the answer")
         if isinstance(exc, ks_exc.MissingAuthMethods):
             methods = ", ".join(sorted({m for rule in exc.required_auth_methods for m in rule}))
@@ -309,12 +316,6 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, ks_exc.HttpError) and exc.http_status in http.TRANSIENT_STATUS
 
 
-def requests_ssl_error() -> Exception:
-    import requests
-
-    return requests.exceptions.SSLError("certificate verify failed")
-
-
 def _json(response) -> Dict[str, Any]:
     try:
         data = response.json()
@@ -406,6 +407,8 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
     if prompted and remember:
         # A person just typed the password: remember the login again, as `login` does.
         credential = keystone.create_application_credential(access, float(remember))
+        if credential:
+            credential["created_by_login"] = True  # ours: logout and the next login delete it
     return entry_from_access(identity, access, "password", credential, remember)
 
 

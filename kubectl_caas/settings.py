@@ -117,6 +117,12 @@ class Settings:
         name = profile or os.environ.get("KUBECTL_CAAS_PROFILE") or config.get("profile") \
             or DEFAULT_PROFILE[plugin]
         data = load_profile(name) if name != "none" else {}
+        if data.get("plugin") not in (None, plugin):
+            if profile:
+                raise UsageError(f"site profile {name!r} is for kubectl-{data['plugin']}, not kubectl-{plugin}")
+            # KUBECTL_CAAS_PROFILE or a shared setting names the other plugin's profile: use ours.
+            name = DEFAULT_PROFILE[plugin]
+            data = load_profile(name)
         return cls(plugin, flags, config, data, name)
 
     def lookup(self, key: str, env: Iterable[str] = ()) -> Tuple[Optional[Any], str]:

@@ -22,7 +22,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 def new_app(help_text: str) -> typer.Typer:
     return typer.Typer(help=help_text + "\n\n" + EXIT_CODES_HELP, context_settings=CONTEXT_SETTINGS,
-                       add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                       add_completion=True, no_args_is_help=True, rich_markup_mode=None,
                        pretty_exceptions_enable=False)
 
 
@@ -52,7 +52,7 @@ def run_app(app: typer.Typer, plugin: str, argv: List[str]) -> NoReturn:
         raise SystemExit(0)
     except click_exc.UsageError as exc:
         hint = f"see `kubectl-{plugin} {exc.ctx.info_name if exc.ctx and exc.ctx.parent else ''} --help`"
-        print(f"kubectl-{plugin}: error: {exc.format_message()}; {' '.join(hint.split())}", file=sys.stderr)
+        print(f"kubectl-{plugin}: error: {exc.format_message().rstrip('.')}; {' '.join(hint.split())}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
     except _ABORT:
         print(f"kubectl-{plugin}: interrupted", file=sys.stderr)

@@ -57,13 +57,15 @@ def _client(settings: Settings, secret: Optional[str]):
 
 
 def _issuer_profile(settings: Settings, issuer: str) -> Dict[str, Any]:
+    """Per-issuer settings: the site profile's, with the config file's `iam: issuers:` on top."""
     from kubectl_caas.oidc import normalise_issuer
 
-    for source in (settings.config.get("issuers") or {}, settings.profile.get("issuers") or {}):
+    merged: Dict[str, Any] = {}
+    for source in (settings.profile.get("issuers") or {}, settings.config.get("issuers") or {}):
         for url, values in source.items():
             if normalise_issuer(url) == normalise_issuer(issuer) and isinstance(values, dict):
-                return values
-    return {}
+                merged.update(values)
+    return merged
 
 
 def _context_name(settings: Settings, issuer: str, host: str) -> str:

@@ -16,7 +16,7 @@ import typer
 from kubectl_caas import cache, kubeconfig, secret_store
 from kubectl_caas.cli import common
 from kubectl_caas.cli.common import say
-from kubectl_caas.errors import AuthError, CaasError, UsageError
+from kubectl_caas.errors import AuthError, CaasError, NetworkError, UsageError
 from kubectl_caas.exec_plugin import cache_fields, parse_get_token_args
 from kubectl_caas.settings import Settings
 
@@ -208,13 +208,16 @@ def login(
     namespace = settings.flags.get("namespace") or settings.config.get("namespace")
     remember = 0.0 if no_remember else common.parse_duration(remember_for)
     storage = common.token_storage(token_storage)
-    if all_projects and (context or namespace):
+    if all_projects and (context or settings.flags.get("namespace")):
         raise UsageError("--all-projects makes one context per project: it cannot take --context or --namespace")
 
     from kubectl_caas.keystone import Keystone
 
     app_cred_id = settings.get("application_credential_id", ["OS_APPLICATION_CREDENTIAL_ID"])
-    use_app_cred = bool(app_cred_id) and not (password or password_stdin)
+    # An application credential from the environment or clouds.yaml gives way to an explicit user
+    # or password on the command line; one given with --application-credential-id does not.
+    use_app_cred = bool(application_credential_id) or (
+        bool(app_cred_id) and not (password or password_stdin or user or user_id))
     # Refuse a broken kubeconfig or a context conflict before talking to Keystone, so nothing is
     # created in vain.
     kubeconfig.check_before_login(None if use_app_cred or all_projects else context or (identity.project or "").lower(),
@@ -244,6 +247,8 @@ def login(
                                    "created_by_login": False, "user_id": access.user_id})
         written.append(_write(identity, entry, server_url, ca_data, context, namespace, kubeconfig_path, force,
                               storage=storage))
+        say(f"Logged in as {access.username} to project {access.project_name} with application credential "
+            f"{app_cred_id}: token valid until {common.describe_expiry(access.expires.timestamp())}")
     else:
         secret = _password(settings, cloud, identity, password_stdin, password)
         if all_projects:
@@ -337,9 +342,9 @@ def status(
         token = ((entry or {}).get("tokens") or {}).get("keystone") or {}
         credential = (entry or {}).get("application_credential") or {}
         if not entry:
-            state = "logged out"
-        else:
-            state = f"token {common.describe_expiry(token.get('expires_at'), now)}"
+            print(f"{marker} {name}: user {user}, project {project}, logged out")
+            continue
+        state = f"token {common.describe_expiry(token.get('expires_at'), now)}"
         if credential:
             until = credential.get("expires_at")
             remembered = f"remembered until {common.describe_expiry(until, now)}" if until else "remembered"
@@ -403,6 +408,7 @@ def logout(
     passwords: Dict[Tuple[str, str], Optional[str]] = {}
     stdin_password = common.read_secret_stdin("password") if password_stdin else None
     done = set()
+    unreachable = 0
     for name, _body, args in chosen:
         options, path, _entry = common.cache_entry_for(PLUGIN, args)
         if path in done:
@@ -416,8 +422,13 @@ def logout(
                 say(f"{name}: already logged out")
                 continue
             token = ((entry.get("tokens") or {}).get("keystone") or {}).get("value")
-            if token and keystone.revoke(token):
-                say(f"{name}: token revoked")
+            try:
+                if token and keystone.revoke(token):
+                    say(f"{name}: token revoked")
+            except CaasError as exc:
+                # Forget it locally all the same: the user asked to be logged out.
+                unreachable += 1
+                say(f"{name}: could not revoke the token ({exc}); it expires on its own")
             credential = entry.get("application_credential") or {}
             if credential.get("created_by_login"):
                 key = (identity.auth_url, identity.user or identity.user_id or "")
@@ -427,6 +438,9 @@ def logout(
                 _forget_credential(keystone, identity, credential, passwords[key], name)
             secret_store.forget(PLUGIN, path)
             say(f"{name}: logged out (cache entry removed)")
+    if unreachable:
+        raise NetworkError("Keystone could not be reached to revoke every token (the local copies are deleted)",
+                           "tokens expire on their own within the hour")
 
 
 def _forget_credential(keystone, identity, credential: Dict[str, Any], password: Optional[str], name: str) -> None:
@@ -437,7 +451,7 @@ def _forget_credential(keystone, identity, credential: Dict[str, Any], password:
         return
     try:
         unscoped = keystone.password_login(password, scoped=False)
-    except AuthError as exc:
+    except CaasError as exc:
         say(f"{name}: could not delete application credential {credential['id']}: {exc}; it stays valid on "
             f"Keystone until {until}")
         return

@@ -146,12 +146,7 @@ def test_keystone_tls_handshake_failure(os_site, os_user, project, keystone_prox
     assert state(os_site) == os_logged_in
 
 
-BUG_HANDSHAKE = ("BUG: a server that answers the ClientHello with non-TLS bytes (ssl: WRONG_VERSION_NUMBER, e.g. a plain-http "
-                 "port) is reported as 'TLS verification ... failed; pass the CA bundle with --cacert': http.network_error "
-                 "treats every SSLError as a certificate failure, so the user is sent to fix a CA that is not the problem")
 
-
-@pytest.mark.xfail(reason=BUG_HANDSHAKE, strict=True)
 def test_keystone_tls_handshake_failure_is_not_blamed_on_the_ca(os_site, os_user, project, keystone_proxy, os_logged_in):
     keystone_proxy.garble_tls()
     line = assert_clean_failure(relogin(os_site, os_user, project), 4, "TLS")
@@ -245,10 +240,6 @@ def test_keystone_oversized_json(os_site, os_user, project, keystone_proxy, os_l
     assert state(os_site) == os_logged_in
 
 
-@pytest.mark.xfail(reason="BUG: 5 MB of valid JSON from Keystone is reported as 'a body that is not valid JSON' "
-                   "(keystone._translate says so for every keystoneauth InvalidResponse, which also covers a JSON "
-                   "answer without a token), and the Keystone backend has no size limit like oidc.MAX_JSON_BYTES",
-                   strict=True)
 def test_keystone_oversized_json_is_described_truthfully(os_site, os_user, project, keystone_proxy, os_logged_in):
     keystone_proxy.respond("POST", TOKENS, 201, OVERSIZED_JSON, "application/json")
     line = assert_clean_failure(relogin(os_site, os_user, project), 1, "HTTP 201")
@@ -415,7 +406,6 @@ def test_oidc_tls_handshake_failure(iam_site, iam_logged_in):
     assert state(iam_site) == iam_logged_in["state"]
 
 
-@pytest.mark.xfail(reason=BUG_HANDSHAKE, strict=True)
 def test_oidc_tls_handshake_failure_is_not_blamed_on_the_ca(iam_site, iam_logged_in):
     with GarbageTLSServer() as garbage:
         result = iam_relogin(iam_site, garbage.url, iam_logged_in)

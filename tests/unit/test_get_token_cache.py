@@ -186,3 +186,15 @@ def test_entry_lock_is_per_entry_and_released_when_the_holder_dies(tmp_path):
     holder.wait()
     with cache.EntryLock(path, timeout=5):  # the kernel released the dead holder's lock
         pass
+
+
+def test_cache_hit_path_does_not_load_typing_or_openssl():
+    """Each costs milliseconds on every kubectl command; the hot path needs neither."""
+    store()
+    code = ("import sys\nfrom kubectl_caas import exec_plugin\nsys.argv[0] = 'kubectl-openstack'\n"
+            "try:\n    exec_plugin.openstack_main()\nexcept SystemExit:\n    pass\n"
+            "sys.stderr.write('LOADED=' + ','.join(m for m in ('typing', '_hashlib') if m in sys.modules) + '\\n')")
+    result = subprocess.run([sys.executable, "-c", code, "get-token", *OPENSTACK_ARGS], capture_output=True,
+                            text=True, env=os.environ, timeout=60)
+    assert json.loads(result.stdout)["status"]["token"] == "tok-1"
+    assert "LOADED=\n" in result.stderr
