@@ -50,7 +50,7 @@ def fast_provider(oidc_provider_factory):
     return oidc_provider_factory(device_interval=1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def projects(keystone):
     """CMS and ATLAS exist once per Keystone; each test adds its own users to them."""
     return {name: keystone.create_project(name) for name in ("CMS", "ATLAS")}
