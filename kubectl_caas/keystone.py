@@ -392,7 +392,14 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
         raise LoginRequired(f"no secret for application credential {identity.application_credential_id}",
                             "set OS_APPLICATION_CREDENTIAL_SECRET, or run `kubectl openstack login`")
 
-    password = os.environ.get("OS_PASSWORD")
+    cloud = _cloud_secrets(identity)
+    if cloud.get("application_credential_id") and cloud.get("application_credential_secret"):
+        access = keystone.application_credential_login(cloud["application_credential_id"],
+                                                       cloud["application_credential_secret"])
+        _check_project(identity, access)
+        return entry_from_access(identity, access, "application_credential")
+
+    password = os.environ.get("OS_PASSWORD") or cloud.get("password")
     prompted = False
     if not password and interactive:
         password = prompt_password(identity)
@@ -410,6 +417,19 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
         if credential:
             credential["created_by_login"] = True  # ours: logout and the next login delete it
     return entry_from_access(identity, access, "password", credential, remember)
+
+
+def _cloud_secrets(identity: Identity) -> Dict[str, Any]:
+    """The secrets of the clouds.yaml entry login used (`--os-cloud`), if it still holds any."""
+    if not identity.os_cloud:
+        return {}
+    from kubectl_caas.clouds import load_cloud
+
+    try:
+        return load_cloud(identity.os_cloud)
+    except CaasError as exc:
+        print(f"kubectl-openstack: ignoring clouds.yaml: {exc}", file=sys.stderr)
+        return {}
 
 
 def prompt_password(identity: Identity) -> str:

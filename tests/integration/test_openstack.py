@@ -292,9 +292,17 @@ def test_clouds_yaml_entry_logs_in(keystone, site, workspace, alice):
         "cacert": str(keystone.ca_cert)}}}))
     (config_dir / "secure.yaml").write_text(json.dumps({"clouds": {"cloudveneto": {"auth": {"password": PASSWORD}}}}))
     env = {"OS_AUTH_URL": "", "OS_CACERT": "", "OS_CLOUD": "cloudveneto"}
-    result = workspace.run("kubectl-openstack", "login", env=env)
+    result = workspace.run("kubectl-openstack", "login", "--no-remember", env=env)
     assert result.returncode == 0, result.stderr
     assert workspace.kubectl("get", "pods", env=env).returncode == 0
+    # Renewal finds the password in the same clouds.yaml entry, even without OS_CLOUD set.
+    args = workspace.config()["users"][0]["user"]["exec"]["args"]
+    assert args[args.index("--os-cloud") + 1] == "cloudveneto"
+    for path in workspace.cache.glob("*.json"):
+        path.unlink()
+    keystone.clear_requests()
+    assert exec_credential(workspace.run("kubectl-openstack", *args))["status"]["token"]
+    assert [r["auth_methods"] for r in keystone.logins()] == [["password"]]
 
 
 def test_missing_server_says_how_to_set_it(keystone, site, workspace, alice):
