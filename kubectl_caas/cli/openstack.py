@@ -472,19 +472,18 @@ common.add_completion_command(app, PLUGIN)
 SEED_FLAGS = {"user", "password", "project", "force"}
 
 
+def _seed_flag(arg: str) -> bool:
+    """-user, -user=U, --user, --user=U (and the same for password, project, force)."""
+    return arg.startswith("-") and arg.lstrip("-").split("=", 1)[0] in SEED_FLAGS
+
+
 def translate_seed_args(argv: List[str]) -> List[str]:
     """The Go plugin's command line (`-user=U -password=P -project=P [-force]`, or `-user U`) is a login."""
-    if not argv or not argv[0].startswith("-") or argv[0].startswith("--") and argv[0] not in \
-            {f"--{f}" for f in SEED_FLAGS} and not any(argv[0].startswith(f"--{f}=") for f in SEED_FLAGS):
+    if argv[:1] in (["-help"], ["-h"]):
+        return ["--help"]
+    if not argv or not _seed_flag(argv[0]):
         return argv
-    translated = ["login"]
-    for arg in argv:
-        name = arg.lstrip("-").split("=", 1)[0]
-        if arg.startswith("-") and not arg.startswith("--") and name in SEED_FLAGS:
-            translated.append("-" + arg)
-        else:
-            translated.append(arg)
-    return translated
+    return ["login"] + ["--" + arg.lstrip("-") if _seed_flag(arg) else arg for arg in argv]
 
 
 def run(argv: List[str]) -> None:

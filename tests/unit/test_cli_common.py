@@ -54,6 +54,7 @@ def test_bad_durations_are_usage_errors(text):
     (["--user=U", "--project=CMS"], ["login", "--user=U", "--project=CMS"]),
     (["login", "--user", "U"], ["login", "--user", "U"]),
     (["--help"], ["--help"]),
+    (["-help"], ["--help"]),
     (["status"], ["status"]),
 ])
 def test_seed_command_lines_become_a_login(argv, expected):
