@@ -286,7 +286,8 @@ def token_storage(flag: Optional[str]) -> str:
 
 def add_completion_command(app: typer.Typer, plugin: str) -> None:
     @app.command("completion")
-    def completion(shell: str = typer.Argument(..., help="bash or zsh")) -> None:
+    def completion(shell: str = typer.Argument(..., help="bash or zsh"),
+                   debug: bool = typer.Option(False, "--debug", help="accepted for symmetry; prints nothing more")) -> None:
         """Print the shell completion script for bash or zsh.
 
         Example: source <(kubectl-PLUGIN completion bash)    # add it to ~/.bashrc
