@@ -314,3 +314,15 @@ def add_get_token_command(app: typer.Typer, plugin: str) -> None:
         from kubectl_caas.exec_plugin import get_token
 
         raise typer.Exit(get_token(plugin, list(ctx.args)))
+
+
+def status_rows(plugin: str, context: Optional[str], kubeconfig_path: Optional[str], debug: bool):
+    """(marker, context name, get-token options, cache entry or None) for each of the plugin's
+    contexts (or the one asked for); `*` marks the current context."""
+    enable_debug(debug)
+    merged, rows = plugin_contexts(plugin, context, context is None, kubeconfig_path)
+    if not rows:
+        say(f"No kubectl-{plugin} contexts: run `kubectl {plugin} login`")
+    for name, _body, args in rows:
+        options, _path, entry = cache_entry_for(plugin, args)
+        yield ("*" if name == merged.current_context else " "), name, options, entry

@@ -182,14 +182,7 @@ def status(
 
     Example: kubectl iam status
     """
-    common.enable_debug(debug)
-    merged, rows = common.plugin_contexts(PLUGIN, context, context is None, kubeconfig_path)
-    if not rows:
-        say("No kubectl-iam contexts: run `kubectl iam login`")
-        return
-    for name, _body, args in rows:
-        options, _path, entry = common.cache_entry_for(PLUGIN, args)
-        marker = "*" if name == merged.current_context else " "
+    for marker, name, options, entry in common.status_rows(PLUGIN, context, kubeconfig_path, debug):
         if not entry:
             print(f"{marker} {name}: {options.get('issuer')}, logged out")
             continue

@@ -328,15 +328,8 @@ def status(
 
     Example: kubectl openstack status
     """
-    common.enable_debug(debug)
-    merged, rows = common.plugin_contexts(PLUGIN, context, context is None, kubeconfig_path)
-    if not rows:
-        say("No kubectl-openstack contexts: run `kubectl openstack login`")
-        return
     now = time.time()
-    for name, _body, args in rows:
-        options, _path, entry = common.cache_entry_for(PLUGIN, args)
-        marker = "*" if name == merged.current_context else " "
+    for marker, name, options, entry in common.status_rows(PLUGIN, context, kubeconfig_path, debug):
         user = options.get("user") or options.get("user-id") or "?"
         project = options.get("project") or options.get("project-id") or "?"
         token = ((entry or {}).get("tokens") or {}).get("keystone") or {}
