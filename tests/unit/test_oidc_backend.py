@@ -599,6 +599,7 @@ def test_id_token_with_audience_list_containing_the_client_is_accepted(iam):
     pytest.param(lambda: id_token(aud=["someone-else", AUDIENCE]), id="aud-list-without-client"),
     pytest.param(lambda: id_token(iss="https://other.example.org/"), id="wrong-iss"),
     pytest.param(lambda: id_token(exp=int(time.time()) - 3600), id="expired"),
+    pytest.param(lambda: id_token(exp=int(time.time()) - 5), id="expired-seconds-ago"),
     pytest.param(lambda: id_token(exp=None), id="no-exp"),
 ])
 def test_bad_id_token_is_refused_with_auth_error(iam, token):
