@@ -181,8 +181,20 @@ options below into your kubeconfig. Answers from the cache while the token is go
 renews it silently ({renew}) and, when kubectl says a person is at a terminal, asks them.
 
 Options: {options} --debug
+Environment: KUBERNETES_EXEC_INFO (set by kubectl), {environment}
+
+Example: kubectl-{plugin} get-token {example}
 {exit_codes}
 """
+GET_TOKEN_EXAMPLE = {
+    "openstack": "--auth-url https://keystone.example.org:5000/v3 --user alice --project CMS",
+    "iam": "--issuer https://iam.cloud.infn.it --client-id my-client",
+}
+GET_TOKEN_ENVIRONMENT = {
+    "openstack": "OS_APPLICATION_CREDENTIAL_ID, OS_APPLICATION_CREDENTIAL_SECRET, OS_PASSWORD, "
+                 "KUBECTL_CAAS_CACHE_DIR, KUBECTL_CAAS_TIMEOUT",
+    "iam": "IAM_CLIENT_SECRET, KUBECTL_CAAS_CACHE_DIR, KUBECTL_CAAS_TIMEOUT",
+}
 RENEW_SOURCES = {
     "openstack": "remembered application credential, OS_APPLICATION_CREDENTIAL_ID/_SECRET, OS_PASSWORD",
     "iam": "refresh token",
@@ -198,6 +210,7 @@ def get_token(plugin: str, argv: List[str]) -> int:
 
             sys.stdout.write(GET_TOKEN_HELP.format(
                 plugin=plugin, renew=RENEW_SOURCES[plugin], exit_codes=EXIT_CODES_HELP,
+                example=GET_TOKEN_EXAMPLE[plugin], environment=GET_TOKEN_ENVIRONMENT[plugin],
                 options=" ".join(f"--{name}" for name in GET_TOKEN_OPTIONS[plugin])))
             return 0
         api_version, interactive = exec_info()
