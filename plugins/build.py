@@ -2,16 +2,17 @@
 
 Each is a Python zip application (PEP 441) with a `#!/usr/bin/env python3` line, for CPython 3.9
 or newer on Linux x86_64 (glibc 2.17+). Why a zipapp with a small loader of our own, rather than
-shiv or pex:
+shiv or pex (measured: see plugins/README.md):
 
-- The get-token cache hit must stay fast. `kubectl_caas` sits at the root of the archive and is
-  imported straight from it by zipimport; nothing is unpacked for a cache hit.
+- The get-token cache hit must stay fast. Importing from inside a zip is slow twice over: Python
+  reads the whole zip directory at start (thousands of entries with the dependencies) and cannot
+  keep bytecode there, so it compiles our modules on every run. So the outer zip holds only the
+  loader and one `payload.zip`; the loader unpacks the payload once per build into
+  `~/.cache/kubectl-caas/plugins/<build id>/` and imports from there, where bytecode is cached.
+  After the first run, a cache hit costs one directory check more than an installed copy.
 - The dependencies include compiled code (cryptography's abi3 module, cffi's backend), which
-  Python cannot load from inside a zip. They live under `deps/` in the archive and are unpacked
-  once, on first use, into `~/.cache/kubectl-caas/plugins/<build id>/` (a meta-path hook does it
-  only when an import is not found otherwise). shiv unpacks everything at every first start of a
-  new build too, but its loader imports more before our code runs.
-- cffi's backend exists once per Python version; the archive carries it for 3.9 to 3.14 (the file
+  Python cannot load from a zip anyway.
+- cffi's backend exists once per Python version; the payload carries it for 3.9 to 3.14 (the file
   names differ by version, so they sit side by side). PyYAML and charset-normalizer fall back to
   their pure-Python code where their compiled part does not match.
 
@@ -44,49 +45,38 @@ import os
 import sys
 
 BUILD_ID = "{build_id}"
-DEPENDENCIES = {dependencies!r}
-
-
-class _UnpackDependencies:
-    """Consulted only when an import is not found otherwise: unpacks deps/ once, then retries."""
-
-    def find_spec(self, name, path=None, target=None):
-        if path is not None or name not in DEPENDENCIES:
-            return None
-        directory = _unpacked()
-        if directory not in sys.path:
-            sys.path.append(directory)
-        import importlib.machinery
-
-        return importlib.machinery.PathFinder.find_spec(name, None)
 
 
 def _unpacked():
-    import zipfile
-
+    """The payload unpacked once per build into the user's cache, where Python can keep bytecode."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     target = os.path.join(base, "kubectl-caas", "plugins", BUILD_ID)
     if os.path.isdir(target):
         return target
-    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-    partial = target + ".partial." + str(os.getpid())
-    archive = os.path.dirname(os.path.abspath(__file__))
-    with zipfile.ZipFile(archive) as bundle:
-        for member in bundle.namelist():
-            if member.startswith("deps/") and not member.endswith("/"):
-                bundle.extract(member, partial)
-    try:
-        os.rename(os.path.join(partial, "deps"), target)
-    except OSError:
-        if not os.path.isdir(target):  # another process won the race otherwise
-            raise
+    import io
     import shutil
+    import tempfile
+    import zipfile
 
-    shutil.rmtree(partial, ignore_errors=True)
+    archive = os.path.dirname(os.path.abspath(__file__))
+    with zipfile.ZipFile(archive) as outer:
+        payload = zipfile.ZipFile(io.BytesIO(outer.read("payload.zip")))
+    try:
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        partial = tempfile.mkdtemp(prefix=BUILD_ID + ".", dir=os.path.dirname(target))
+    except OSError:  # no writable cache: unpack for this run only
+        partial = tempfile.mkdtemp(prefix="kubectl-caas-")
+        payload.extractall(partial)
+        return partial
+    payload.extractall(partial)
+    try:
+        os.rename(partial, target)
+    except OSError:  # another process unpacked the same build first
+        shutil.rmtree(partial, ignore_errors=True)
     return target
 
 
-sys.meta_path.append(_UnpackDependencies())
+sys.path.insert(0, _unpacked())
 from kubectl_caas.exec_plugin import {plugin}_main  # noqa: E402
 
 {plugin}_main()
@@ -123,20 +113,6 @@ def prune(target: Path) -> None:
         shutil.rmtree(cache, ignore_errors=True)
 
 
-def top_level_names(target: Path) -> list:
-    names = set()
-    for entry in target.iterdir():
-        if entry.name == "kubectl_caas" or entry.name.endswith((".dist-info", ".data")):
-            continue
-        if entry.is_dir():
-            names.add(entry.name)
-        elif entry.suffix == ".py":
-            names.add(entry.stem)
-        elif entry.suffix == ".so":
-            names.add(entry.name.split(".", 1)[0])
-    return sorted(names)
-
-
 def build_id(target: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(target.rglob("*")):
@@ -146,21 +122,20 @@ def build_id(target: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def write_zipapp(target: Path, plugin: str, out: Path, version: str, identifier: str, dependencies: list) -> Path:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as bundle:
-        bundle.writestr("__main__.py", LOADER.format(plugin=plugin, version=version, build_id=identifier,
-                                                      dependencies=set(dependencies)))
+def write_zipapp(target: Path, plugin: str, out: Path, version: str, identifier: str) -> Path:
+    """An outer zip holding only the loader and one stored payload: Python reads the outer zip's
+    directory at every start, so it must stay a few entries long."""
+    payload = io.BytesIO()
+    with zipfile.ZipFile(payload, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as inner:
         for path in sorted(target.rglob("*")):
-            if not path.is_file():
-                continue
-            relative = path.relative_to(target)
-            top = relative.parts[0]
-            arcname = str(relative) if top == "kubectl_caas" or top.startswith("kubectl_caas-") \
-                else "deps/" + str(relative)
-            bundle.write(path, arcname)
+            if path.is_file():
+                inner.write(path, str(path.relative_to(target)))
+    outer = io.BytesIO()
+    with zipfile.ZipFile(outer, "w", zipfile.ZIP_STORED) as bundle:
+        bundle.writestr("__main__.py", LOADER.format(plugin=plugin, version=version, build_id=identifier))
+        bundle.writestr("payload.zip", payload.getvalue())
     executable = out / f"kubectl-{plugin}"
-    executable.write_bytes(b"#!/usr/bin/env python3\n" + buffer.getvalue())
+    executable.write_bytes(b"#!/usr/bin/env python3\n" + outer.getvalue())
     executable.chmod(0o755)
     return executable
 
@@ -194,10 +169,9 @@ def main() -> int:
         install_dependencies(target, wheelhouse)
         prune(target)
         identifier = build_id(target)
-        dependencies = top_level_names(target)
         (out / "krew").mkdir(exist_ok=True)
         for plugin in PLUGINS:
-            executable = write_zipapp(target, plugin, out, version, identifier, dependencies)
+            executable = write_zipapp(target, plugin, out, version, identifier)
             archive = out / f"kubectl-{plugin}-{version}-linux-amd64.tar.gz"
             with tarfile.open(archive, "w:gz") as tar:
                 tar.add(executable, arcname=executable.name)
