@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session as ks_session
@@ -120,10 +120,17 @@ class Identity:
 
 
 class Keystone:
-    """A connection to one Keystone, with our timeouts, CA and --debug logging."""
+    """A connection to one Keystone, with our timeouts, CA and --debug logging.
 
-    def __init__(self, identity: Identity):
+    `passcode` asks a person for a one-time passcode when Keystone requires TOTP after the password
+    (multi-factor rules); it returns None when nobody can answer. OS_PASSCODE is used first.
+    """
+
+    def __init__(self, identity: Identity, passcode: Optional[Callable[[], Optional[str]]] = None):
         self.identity = identity
+        self.ask_passcode = passcode
+        self._passcode: Optional[str] = None
+        self.used_passcode = False  # a login of this session needed the TOTP second factor
         self.verify = http.verify_for(identity.cacert)
         self.session = ks_session.Session(session=http.new_session(), verify=self.verify,
                                           timeout=http.total_timeout(), user_agent="kubectl-caas")
@@ -164,11 +171,7 @@ class Keystone:
                     what = "a body that is not valid JSON"
             return CaasError(f"{SERVICE} answered HTTP {status} to {action} with {what}",
                              "check the auth URL; rerun with --debug to see the answer")
-        if isinstance(exc, ks_exc.MissingAuthMethods):
-            methods = ", ".join(sorted({m for rule in exc.required_auth_methods for m in rule}))
-            return AuthError(f"Keystone requires more authentication methods for {self.identity.who}: {methods}",
-                             "multi-factor login is not supported by kubectl-openstack yet")
-        return CaasError(f"{SERVICE} {action} failed: {exc}")
+        return CaasError(f"{SERVICE}: {action} failed: {exc}")
 
     # -- logins ---------------------------------------------------------------------------------
 
@@ -188,6 +191,8 @@ class Keystone:
                            **{k: v for k, v in fields.items() if v})
         try:
             return self._get_access(auth)
+        except ks_exc.MissingAuthMethods as exc:
+            return self._login_with_passcode(exc, password, scoped)
         except ks_exc.Unauthorized:
             if scoped:
                 self._explain_scoped_401(password)
@@ -195,6 +200,37 @@ class Keystone:
                             "check the user name, the domain and the password set in the dashboard") from None
         except ks_exc.ClientException as exc:
             raise self._translate(exc, "the password login") from None
+
+    def _login_with_passcode(self, missing, password: str, scoped: bool):
+        """The password was right but Keystone's multi-factor rules want a TOTP passcode as well."""
+        ident = self.identity
+        rules = [set(rule) for rule in (missing.required_auth_methods or [])]
+        if not any(rule <= {"password", "totp"} for rule in rules):
+            methods = ", ".join(sorted({m for rule in rules for m in rule}))
+            raise AuthError(f"Keystone requires more authentication methods for {ident.who}: {methods}",
+                            "only password plus TOTP is supported by kubectl-openstack") from None
+        if self._passcode is None:
+            self._passcode = os.environ.get("OS_PASSCODE") or (self.ask_passcode() if self.ask_passcode else None)
+        if not self._passcode:
+            raise AuthError(f"Keystone requires a one-time passcode (TOTP) for {ident.who}",
+                            "set OS_PASSCODE, or run the command at a terminal to be asked for it") from None
+        user = {k: v for k, v in ident.user_fields().items() if v}
+        scope = {k: v for k, v in ident.scope().items() if v} if scoped else {}
+        auth = v3.Auth(ident.auth_url, [v3.PasswordMethod(password=password, **user),
+                                        v3.TOTPMethod(passcode=self._passcode, **user)],
+                       unscoped=not scoped, include_catalog=False, **scope)
+        try:
+            access = self._get_access(auth)
+            self.used_passcode = True
+            return access
+        except ks_exc.Unauthorized:
+            if scoped:
+                self._explain_scoped_401(password)  # reuses this passcode: nobody is asked twice
+            self._passcode = None
+            raise AuthError(f"Keystone rejected the passcode for {ident.who} (HTTP 401)",
+                            "use the current code from your authenticator app") from None
+        except ks_exc.ClientException as exc:
+            raise self._translate(exc, "the password and passcode login") from None
 
     def _explain_scoped_401(self, password: str) -> None:
         """A project-scoped login failed: was it the password, or the project?"""
@@ -223,6 +259,10 @@ class Keystone:
         except ks_exc.Unauthorized:
             raise AuthError(f"Keystone rejected application credential {credential_id} (HTTP 401)",
                             "it may have expired or been deleted; run `kubectl openstack login`") from None
+        except ks_exc.MissingAuthMethods:
+            # Measured with Keystone 30: a user's multi-factor rules apply to their credentials too.
+            raise AuthError(f"Keystone's multi-factor rules refuse application credential {credential_id}",
+                            "log in with your password and passcode: `kubectl openstack login`") from None
         except ks_exc.ClientException as exc:
             raise self._translate(exc, "the application credential login") from None
 
@@ -304,6 +344,34 @@ class Keystone:
             raise
 
 
+MFA_NOTICE = ("Keystone's multi-factor rules for your account also apply to application credentials, so kubectl "
+              "cannot renew silently: it will ask for your password and passcode when the token expires "
+              "(OS_PASSWORD and OS_PASSCODE serve automation)")
+FORBIDDEN_NOTICE = ("Keystone does not allow you to create application credentials (HTTP 403); kubectl will ask "
+                    "for your password again when the token expires")
+
+
+def remember_login(keystone: Keystone, access, lifetime: float):
+    """(credential or None, notice or None): an application credential that keeps this login alive.
+
+    None with a notice when Keystone forbids creating one (403), or when multi-factor rules would
+    refuse it anyway (it is then deleted at once rather than left unusable on the server).
+    """
+    if not lifetime:
+        return None, None
+    credential = keystone.create_application_credential(access, lifetime)
+    if credential is None:
+        return None, FORBIDDEN_NOTICE
+    credential["created_by_login"] = True  # ours: logout and the next login delete it
+    if keystone.used_passcode:
+        try:
+            keystone.application_credential_login(credential["id"], credential["secret"])
+        except AuthError:
+            keystone.delete_application_credential(access.auth_token, access.user_id, credential["id"])
+            return None, MFA_NOTICE
+    return credential, None
+
+
 class ApiError(CaasError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -365,7 +433,8 @@ def _check_project(identity: Identity, access) -> None:
 def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interactive: bool) -> Dict[str, Any]:
     """A fresh token for get-token, from the first source that works (see the module docstring)."""
     identity = Identity.from_options(options)
-    keystone = Keystone(identity)
+    keystone = Keystone(identity, passcode=(lambda: prompt_secret("One-time passcode (TOTP): ")) if interactive
+                        else None)
     entry = dict(entry or {})
     remembered = entry.get("application_credential")
     if isinstance(remembered, dict) and remembered.get("id") and remembered.get("secret"):
@@ -413,9 +482,9 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
     remember = entry.get("remember_seconds", DEFAULT_REMEMBER_SECONDS)
     if prompted and remember:
         # A person just typed the password: remember the login again, as `login` does.
-        credential = keystone.create_application_credential(access, float(remember))
-        if credential:
-            credential["created_by_login"] = True  # ours: logout and the next login delete it
+        credential, notice = remember_login(keystone, access, float(remember))
+        if notice:
+            print(f"kubectl-openstack: {notice}", file=sys.stderr)
     return entry_from_access(identity, access, "password", credential, remember)
 
 
@@ -433,7 +502,11 @@ def _cloud_secrets(identity: Identity) -> Dict[str, Any]:
 
 
 def prompt_password(identity: Identity) -> str:
+    return prompt_secret(f"Keystone password for {identity.who} ({identity.auth_url}): ") or ""
+
+
+def prompt_secret(prompt: str) -> Optional[str]:
     try:
-        return getpass.getpass(f"Keystone password for {identity.who} ({identity.auth_url}): ")
+        return getpass.getpass(prompt)
     except (EOFError, OSError):
-        return ""
+        return None

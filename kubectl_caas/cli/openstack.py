@@ -125,6 +125,10 @@ def _password(settings: Settings, cloud: Dict[str, Any], identity, password_stdi
     return password
 
 
+def _ask_passcode():
+    return common.prompt_secret("One-time passcode (TOTP): ")
+
+
 def _same_user(identity):
     from kubectl_caas.keystone import normalise_auth_url
 
@@ -222,7 +226,7 @@ def login(
     # created in vain.
     kubeconfig.check_before_login(None if use_app_cred or all_projects else context or (identity.project or "").lower(),
                                   server_url, _same_user(identity), kubeconfig_path, force)
-    keystone = Keystone(identity)
+    keystone = Keystone(identity, passcode=_ask_passcode)
     written: List[str] = []
 
     if use_app_cred:
@@ -264,20 +268,16 @@ def login(
     print("kubectl configured correctly")
 
 
-_notified_403 = False
+_notices_given = set()
 
 
 def _remember(keystone, access, remember: float) -> Optional[Dict[str, Any]]:
-    global _notified_403
-    if not remember:
-        return None
-    credential = keystone.create_application_credential(access, remember)
-    if credential is None and not _notified_403:
-        _notified_403 = True
-        say("kubectl-openstack: Keystone does not allow you to create application credentials (HTTP 403); "
-            "kubectl will ask for your password again when the token expires")
-    if credential:
-        credential["created_by_login"] = True
+    from kubectl_caas.keystone import remember_login
+
+    credential, notice = remember_login(keystone, access, remember)
+    if notice and notice not in _notices_given:  # once, even for --all-projects
+        _notices_given.add(notice)
+        say(f"kubectl-openstack: {notice}")
     return credential
 
 
@@ -365,7 +365,7 @@ def projects(
     identity = _identity(settings)
     from kubectl_caas.keystone import Keystone
 
-    keystone = Keystone(identity)
+    keystone = Keystone(identity, passcode=_ask_passcode)
     secret = _password(settings, cloud, identity, password_stdin, password)
     unscoped = keystone.password_login(secret, scoped=False)
     try:
@@ -408,7 +408,7 @@ def logout(
             continue
         done.add(path)
         identity = Identity.from_options(options)
-        keystone = Keystone(identity)
+        keystone = Keystone(identity, passcode=_ask_passcode)
         with cache.EntryLock(path):
             entry = cache.read_entry(path)
             if not entry:

@@ -115,3 +115,49 @@ def run_with_person(workspace, provider, argv, person="approve", login="alice", 
     proc.wait(timeout=120)
     reader.join(timeout=30)
     return subprocess.CompletedProcess(argv, proc.returncode, stdout, "".join(stderr_lines)), acted.is_set()
+
+
+def run_on_terminal(argv, env, answers, timeout: float = 90):
+    """Run argv on a pseudo-terminal, as a person at a shell would; answer each prompt once.
+
+    `answers` maps a prompt fragment (lower case) to what to type. Returns (exit code, everything
+    the terminal showed, the prompts answered in order). Bounded: a child still running after
+    `timeout` seconds (say, waiting at a prompt we do not answer) is killed and the test fails.
+    """
+    import os
+    import pty
+    import select
+    import signal
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the pty is its controlling terminal, stdin, stdout and stderr
+        try:
+            os.execve(argv[0], list(argv), env)
+        finally:
+            os._exit(127)
+    output, answered = b"", []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+        seen = output.lower()
+        for prompt, answer in answers.items():
+            if prompt.encode() in seen and seen.count(prompt.encode()) > answered.count(prompt) \
+                    and prompt not in answered:
+                os.write(fd, answer.encode() + b"\n")
+                answered.append(prompt)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError(f"still running after {timeout} s; the terminal showed: {output.decode(errors='replace')}")
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace"), answered

@@ -8,7 +8,7 @@ import stat
 import subprocess
 
 
-from tests.integration.harness import BIN, PASSWORD, exec_credential, wait_until
+from tests.integration.harness import BIN, PASSWORD, exec_credential, run_on_terminal, wait_until
 from tests.servers.tls import make_untrusted_ca
 
 def login(workspace, user, *extra, project="CMS", env=None):
@@ -322,30 +322,6 @@ def test_two_logins_at_the_same_time_both_land(keystone, site, workspace, alice)
     assert len(workspace.config()["users"]) == 2
 
 
-def run_on_terminal(argv, env, answer: str, prompt: bytes = b"password") -> tuple:
-    """Run argv on a pseudo-terminal, as kubectl does for a person; type `answer` at the prompt."""
-    import pty
-
-    pid, fd = pty.fork()
-    if pid == 0:  # child: the pty is its terminal, stdin, stdout and stderr
-        os.execve(argv[0], argv, env)
-    output = b""
-    answered = False
-    while True:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        output += chunk
-        if not answered and prompt in output.lower():
-            os.write(fd, answer.encode() + b"\n")
-            answered = True
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), output.decode(errors="replace"), answered
-
-
 def test_interactive_renewal_asks_for_the_password_on_the_terminal(
         keystone, site, workspace, alice):
     assert login(workspace, alice["name"], "--no-remember").returncode == 0
@@ -355,8 +331,8 @@ def test_interactive_renewal_asks_for_the_password_on_the_terminal(
     info = json.dumps({"kind": "ExecCredential", "apiVersion": "client.authentication.k8s.io/v1",
                        "spec": {"interactive": True}})
     code, output, asked = run_on_terminal([str(BIN / "kubectl-openstack"), *args],
-                                          {**workspace.env, "KUBERNETES_EXEC_INFO": info}, PASSWORD)
-    assert asked and code == 0, output
+                                          {**workspace.env, "KUBERNETES_EXEC_INFO": info}, {"password": PASSWORD})
+    assert asked == ["password"] and code == 0, output
     assert PASSWORD not in output  # typed without echo
     token = json.loads(output[output.index("{"):])["status"]["token"]
     assert token == cached_token(workspace)["tokens"]["keystone"]["value"]
@@ -369,5 +345,5 @@ def test_empty_password_is_refused_with_one_line(keystone, site, workspace, alic
     (line,) = result.stderr.strip().splitlines()
     assert "empty" in line
     code, output, asked = run_on_terminal([str(BIN / "kubectl-openstack"), "login", "--user", alice["name"],
-                                           "--project", "CMS"], workspace.env, "")
-    assert asked and code == 2 and "the password is empty" in output
+                                           "--project", "CMS"], workspace.env, {"password": ""})
+    assert asked == ["password"] and code == 2 and "the password is empty" in output
