@@ -25,7 +25,10 @@ def totp(secret: str, at: float) -> str:
 @pytest.fixture
 def mfa_site(keystone_factory, kube_api_for, workspace):
     methods = "external,password,token,oauth1,mapped,application_credential,totp"
-    server = keystone_factory(expiration=20, extra_config={"auth": {"methods": methods}})
+    # One previous 30 s window is accepted too, so a code computed just before a window turns over
+    # still works a moment later (the default, 0, would make these tests fail now and then).
+    server = keystone_factory(expiration=20, extra_config={"auth": {"methods": methods},
+                                                           "totp": {"included_previous_windows": 1}})
     project = server.create_project("CMS")
     user_id = server.create_user("erin", PASSWORD, projects=[project])
     server._admin("POST", "/credentials", json={"credential": {"type": "totp", "user_id": user_id,
