@@ -67,7 +67,7 @@ def entry_key(plugin: str, fields: Mapping[str, Optional[str]]) -> str:
 
 
 # Fields that make a cache file name readable; the rest only feed the hash.
-_READABLE_FIELDS = ("user", "project", "issuer_host", "application_credential_id", "client_id")
+_READABLE_FIELDS = ("user", "project", "application_credential_id", "client_id")
 
 
 def _sha256(data: bytes):
@@ -176,12 +176,11 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def delete_entry(path: str) -> bool:
+def delete_entry(path: str) -> None:
     try:
         os.unlink(path)
-        return True
     except FileNotFoundError:
-        return False
+        pass
 
 
 class EntryLock:

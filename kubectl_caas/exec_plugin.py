@@ -133,10 +133,19 @@ def bearer_kind(plugin: str, options: Mapping[str, str]) -> str:
 
 
 def cache_fields(plugin: str, options: Mapping[str, str]) -> Dict[str, Optional[str]]:
-    fields = {field: options.get(option) for field, option in CACHE_KEY_FIELDS[plugin]}
-    if plugin == "iam" and fields.get("issuer"):
-        fields["issuer"] = fields["issuer"].rstrip("/")
-    return fields
+    """The identity an entry belongs to, from the options as login wrote them (already normalised)."""
+    return {field: options.get(option) for field, option in CACHE_KEY_FIELDS[plugin]}
+
+
+def exec_options(plugin: str, args: List[str]) -> Dict[str, str]:
+    """get-token's options from a kubeconfig user's exec args (with or without `get-token` first)."""
+    options, _ = parse_get_token_args(plugin, list(args[1:] if args[:1] == ["get-token"] else args))
+    return options
+
+
+def entry_path_for(plugin: str, options: Mapping[str, str]) -> str:
+    """The cache entry these get-token options name."""
+    return cache.entry_path(plugin, cache_fields(plugin, options))
 
 
 def cached_token(entry: Optional[Mapping[str, Any]], kind: str) -> Optional[Mapping[str, Any]]:
@@ -191,12 +200,13 @@ GET_TOKEN_EXAMPLE = {
     "iam": "--issuer https://iam.cloud.infn.it --client-id my-client",
 }
 GET_TOKEN_ENVIRONMENT = {
-    "openstack": "OS_APPLICATION_CREDENTIAL_ID, OS_APPLICATION_CREDENTIAL_SECRET, OS_PASSWORD, "
+    "openstack": "OS_APPLICATION_CREDENTIAL_ID, OS_APPLICATION_CREDENTIAL_SECRET, OS_PASSWORD, OS_PASSCODE, "
                  "KUBECTL_CAAS_CACHE_DIR, KUBECTL_CAAS_TIMEOUT",
     "iam": "IAM_CLIENT_SECRET, KUBECTL_CAAS_CACHE_DIR, KUBECTL_CAAS_TIMEOUT",
 }
 RENEW_SOURCES = {
-    "openstack": "remembered application credential, OS_APPLICATION_CREDENTIAL_ID/_SECRET, OS_PASSWORD",
+    "openstack": "remembered application credential, OS_APPLICATION_CREDENTIAL_ID/_SECRET, the clouds.yaml "
+                 "entry used at login, OS_PASSWORD",
     "iam": "refresh token",
 }
 
@@ -215,7 +225,7 @@ def get_token(plugin: str, argv: List[str]) -> int:
             return 0
         api_version, interactive = exec_info()
         kind = bearer_kind(plugin, options)
-        path = cache.entry_path(plugin, cache_fields(plugin, options))
+        path = entry_path_for(plugin, options)
         token = fresh_token(cache.read_entry(path), kind, time.time())
         if token is None:
             token = _renew(plugin, options, kind, path, interactive, debug)

@@ -79,10 +79,6 @@ def enable_debug() -> None:
     _debug = True
 
 
-def debug_enabled() -> bool:
-    return _debug
-
-
 def redact_headers(headers: Mapping[str, str]) -> Dict[str, str]:
     return {k: (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
 

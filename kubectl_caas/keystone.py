@@ -7,15 +7,15 @@ renew it" — as a cache entry (see `entry_from_access`).
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import logging
 import os
+import secrets
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional
 
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session as ks_session
@@ -23,6 +23,7 @@ from keystoneauth1.identity import v3
 
 from kubectl_caas import http
 from kubectl_caas.errors import AuthError, CaasError, LoginRequired, UsageError
+from kubectl_caas.terminal import prompt_secret
 
 # keystoneauth1 logs its retries as warnings; with no handler Python would print them to stderr.
 # Our own --debug output and error lines say what happened.
@@ -61,7 +62,6 @@ class Identity:
     cacert: Optional[str] = None
     application_credential_id: Optional[str] = None
     os_cloud: Optional[str] = None
-    extra: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.auth_url = normalise_auth_url(self.auth_url)
@@ -122,13 +122,13 @@ class Identity:
 class Keystone:
     """A connection to one Keystone, with our timeouts, CA and --debug logging.
 
-    `passcode` asks a person for a one-time passcode when Keystone requires TOTP after the password
-    (multi-factor rules); it returns None when nobody can answer. OS_PASSCODE is used first.
+    When Keystone's multi-factor rules want a TOTP passcode after the password, it comes from
+    OS_PASSCODE, else (`interactive`) from the person at the terminal.
     """
 
-    def __init__(self, identity: Identity, passcode: Optional[Callable[[], Optional[str]]] = None):
+    def __init__(self, identity: Identity, interactive: bool = True):
         self.identity = identity
-        self.ask_passcode = passcode
+        self.interactive = interactive
         self._passcode: Optional[str] = None
         self.used_passcode = False  # a login of this session needed the TOTP second factor
         self.verify = http.verify_for(identity.cacert)
@@ -210,7 +210,8 @@ class Keystone:
             raise AuthError(f"Keystone requires more authentication methods for {ident.who}: {methods}",
                             "only password plus TOTP is supported by kubectl-openstack") from None
         if self._passcode is None:
-            self._passcode = os.environ.get("OS_PASSCODE") or (self.ask_passcode() if self.ask_passcode else None)
+            self._passcode = os.environ.get("OS_PASSCODE") or (
+                prompt_secret("One-time passcode (TOTP): ") if self.interactive else None)
         if not self._passcode:
             raise AuthError(f"Keystone requires a one-time passcode (TOTP) for {ident.who}",
                             "set OS_PASSCODE, or run the command at a terminal to be asked for it") from None
@@ -256,8 +257,9 @@ class Keystone:
                                         application_credential_id=credential_id, include_catalog=False)
         try:
             return self._get_access(auth)
-        except ks_exc.Unauthorized:
-            raise AuthError(f"Keystone rejected application credential {credential_id} (HTTP 401)",
+        except (ks_exc.Unauthorized, ks_exc.NotFound) as exc:
+            # A deleted credential answers 404 ("Could not find Application Credential"), not 401.
+            raise AuthError(f"Keystone rejected application credential {credential_id} (HTTP {exc.http_status})",
                             "it may have expired or been deleted; run `kubectl openstack login`") from None
         except ks_exc.MissingAuthMethods:
             # Measured with Keystone 30: a user's multi-factor rules apply to their credentials too.
@@ -298,8 +300,6 @@ class Keystone:
     def create_application_credential(self, access, lifetime: float) -> Optional[Dict[str, Any]]:
         """A restricted credential for the token's project, or None when Keystone forbids it (403)."""
         expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=lifetime)
-        import secrets
-
         # Unique per login; the host name tells a person in the dashboard where it is used.
         name = f"kubectl-caas-{access.project_name}-{socket.gethostname()}-{secrets.token_hex(4)}"
         body = {"application_credential": {
@@ -431,10 +431,12 @@ def _check_project(identity: Identity, access) -> None:
 
 
 def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interactive: bool) -> Dict[str, Any]:
-    """A fresh token for get-token, from the first source that works (see the module docstring)."""
+    """A fresh token for get-token, from the first source that works: the remembered application
+    credential; OS_APPLICATION_CREDENTIAL_ID/_SECRET; the clouds.yaml entry login used; OS_PASSWORD
+    or that entry's password; a prompt when a person is at the terminal (which also remembers the
+    login again). Otherwise LoginRequired."""
     identity = Identity.from_options(options)
-    keystone = Keystone(identity, passcode=(lambda: prompt_secret("One-time passcode (TOTP): ")) if interactive
-                        else None)
+    keystone = Keystone(identity, interactive=interactive)
     entry = dict(entry or {})
     remembered = entry.get("application_credential")
     if isinstance(remembered, dict) and remembered.get("id") and remembered.get("secret"):
@@ -449,24 +451,17 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
         print("kubectl-openstack: the remembered application credential no longer works", file=sys.stderr)
         entry.pop("application_credential", None)
 
-    env_id = os.environ.get("OS_APPLICATION_CREDENTIAL_ID")
-    env_secret = os.environ.get("OS_APPLICATION_CREDENTIAL_SECRET")
-    if env_id and env_secret and (not identity.application_credential_id
-                                  or identity.application_credential_id == env_id):
-        access = keystone.application_credential_login(env_id, env_secret)
-        _check_project(identity, access)
-        return entry_from_access(identity, access, "application_credential")
-
+    cloud = _cloud_secrets(identity)
+    for credential_id, secret in ((os.environ.get("OS_APPLICATION_CREDENTIAL_ID"),
+                                   os.environ.get("OS_APPLICATION_CREDENTIAL_SECRET")),
+                                  (cloud.get("application_credential_id"), cloud.get("application_credential_secret"))):
+        if credential_id and secret and identity.application_credential_id in (None, credential_id):
+            access = keystone.application_credential_login(credential_id, secret)
+            _check_project(identity, access)
+            return entry_from_access(identity, access, "application_credential")
     if identity.application_credential_id:
         raise LoginRequired(f"no secret for application credential {identity.application_credential_id}",
                             "set OS_APPLICATION_CREDENTIAL_SECRET, or run `kubectl openstack login`")
-
-    cloud = _cloud_secrets(identity)
-    if cloud.get("application_credential_id") and cloud.get("application_credential_secret"):
-        access = keystone.application_credential_login(cloud["application_credential_id"],
-                                                       cloud["application_credential_secret"])
-        _check_project(identity, access)
-        return entry_from_access(identity, access, "application_credential")
 
     password = os.environ.get("OS_PASSWORD") or cloud.get("password")
     prompted = False
@@ -503,10 +498,3 @@ def _cloud_secrets(identity: Identity) -> Dict[str, Any]:
 
 def prompt_password(identity: Identity) -> str:
     return prompt_secret(f"Keystone password for {identity.who} ({identity.auth_url}): ") or ""
-
-
-def prompt_secret(prompt: str) -> Optional[str]:
-    try:
-        return getpass.getpass(prompt)
-    except (EOFError, OSError):
-        return None

@@ -269,46 +269,35 @@ def upsert(entry: Entry, *, explicit_path: Optional[str] = None, make_current: b
             refuse_conflict(merged, entry, same_user)
         default = next(f for f in merged.files if f.path == default_write_path(paths))
 
-        def target(section: str, name: str) -> Tuple[KubeconfigFile, Optional[Dict[str, Any]]]:
-            owner = merged.owner(section, name)
-            if owner is not None:
-                return owner, owner.find(section, name)
-            return default, None
+        def stanza(section: str, name: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+            """(stanza, its body) to change: where kubectl's rules put it, created if missing."""
+            kfile = merged.owner(section, name) or default
+            item = kfile.find(section, name)
+            if item is None:
+                item = {"name": name}
+                kfile.section(section).append(item)
+            kfile.changed = True
+            inner = SECTIONS[section]
+            if item.get(inner) is None:
+                item[inner] = {}
+            return item, item[inner]
 
-        kfile, cluster = target("clusters", entry.cluster)
-        if cluster is None:
-            cluster = {"name": entry.cluster, "cluster": {}}
-            kfile.section("clusters").append(cluster)
-        body = cluster.get("cluster")
-        if body is None:
-            body = cluster["cluster"] = {}
-        body["server"] = entry.server
+        _, cluster = stanza("clusters", entry.cluster)
+        cluster["server"] = entry.server
         if entry.certificate_authority_data:
-            body.pop("certificate-authority", None)
-            body.pop("insecure-skip-tls-verify", None)
-            body["certificate-authority-data"] = entry.certificate_authority_data
-        kfile.changed = True
+            cluster.pop("certificate-authority", None)
+            cluster.pop("insecure-skip-tls-verify", None)
+            cluster["certificate-authority-data"] = entry.certificate_authority_data
 
-        kfile, user = target("users", entry.user)
-        if user is None:
-            user = {"name": entry.user}
-            kfile.section("users").append(user)
+        user, _ = stanza("users", entry.user)
         # The user stanza is ours: replace it whole, so no stale static token is left behind.
         user["user"] = copy.deepcopy(entry.user_body)
-        kfile.changed = True
 
-        kfile, context = target("contexts", entry.context)
-        if context is None:
-            context = {"name": entry.context, "context": {}}
-            kfile.section("contexts").append(context)
-        body = context.get("context")
-        if body is None:
-            body = context["context"] = {}
-        body["cluster"] = entry.cluster
-        body["user"] = entry.user
+        _, context = stanza("contexts", entry.context)
+        context["cluster"] = entry.cluster
+        context["user"] = entry.user
         if entry.namespace:
-            body["namespace"] = entry.namespace
-        kfile.changed = True
+            context["namespace"] = entry.namespace
 
         if make_current:
             holder = next((f for f in merged.files if f.data.get("current-context")), default)

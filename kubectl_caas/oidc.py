@@ -84,6 +84,9 @@ class Client:
     token_kind: str = "id"
 
     def __post_init__(self) -> None:
+        # One spelling everywhere we write it (kubeconfig args, cache key); the exact form the
+        # provider uses, which ID tokens must carry, comes from its discovery document.
+        self.issuer = normalise_issuer(self.issuer)
         check_issuer_url(self.issuer)
         if self.token_kind not in ("id", "access"):
             raise UsageError(f"--token must be 'id' or 'access', not {self.token_kind!r}")
@@ -361,12 +364,13 @@ def entry_from_tokens(provider: Provider, tokens: Mapping[str, Any],
     """A cache entry from a token answer, checking the ID token first.
 
     A refresh answer may omit the refresh token (not rotated) or the ID token; what it omits is
-    kept from `previous`, except the ID token when it is the bearer (the caller treats that as a
-    failed refresh).
+    kept from `previous`. (When the ID token is the bearer, `renew` counts its absence as a failed
+    refresh before it gets here.)
     """
     now = time.time()
     previous = previous or {}
-    entry_tokens: Dict[str, Any] = {}
+    kept = previous.get("tokens")
+    entry_tokens: Dict[str, Any] = dict(kept) if isinstance(kept, dict) else {}
     claims = dict(previous.get("claims") or {})
     id_token = tokens.get("id_token")
     if isinstance(id_token, str) and id_token:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional
 
 from kubectl_caas.errors import UsageError
 
@@ -125,22 +125,11 @@ class Settings:
             data = load_profile(name)
         return cls(plugin, flags, config, data, name)
 
-    def lookup(self, key: str, env: Iterable[str] = ()) -> Tuple[Optional[Any], str]:
-        value = self.flags.get(key)
-        if value not in (None, ""):
-            return value, "flag"
-        for name in env:
-            if os.environ.get(name):
-                return os.environ[name], name
-        if self.config.get(key) not in (None, ""):
-            return self.config[key], "config file"
-        if self.profile.get(key) not in (None, ""):
-            return self.profile[key], f"profile {self.profile_name}"
-        return None, ""
-
     def get(self, key: str, env: Iterable[str] = (), default: Any = None) -> Any:
-        value, _ = self.lookup(key, env)
-        return default if value is None else value
+        """The first of: flag, the environment variables `env` in order, config file, profile, `default`."""
+        candidates = [self.flags.get(key), *(os.environ.get(name) for name in env),
+                      self.config.get(key), self.profile.get(key)]
+        return next((value for value in candidates if value not in (None, "")), default)
 
     def hint(self, key: str) -> Optional[str]:
         return self.profile.get(f"{key}_hint")

@@ -16,6 +16,7 @@ except ImportError:  # pragma: no cover - older typer on older Pythons
     from click import exceptions as click_exc
 
 from kubectl_caas.errors import EXIT_CODES_HELP, EXIT_USAGE, CaasError, UsageError
+from kubectl_caas.terminal import prompt_secret  # noqa: F401 - the CLIs ask through common
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -79,27 +80,6 @@ def read_secret_stdin(what: str) -> str:
     if not value:
         raise UsageError(f"--{what}-stdin given but standard input was empty")
     return value
-
-
-def prompt_secret(prompt: str) -> Optional[str]:
-    """Ask on the terminal without echo; None when no person can answer."""
-    if not _has_terminal():
-        return None
-    import getpass
-
-    try:
-        return getpass.getpass(prompt)
-    except (EOFError, OSError):
-        return None
-
-
-def _has_terminal() -> bool:
-    try:
-        fd = os.open("/dev/tty", os.O_RDWR)
-    except OSError:
-        return False
-    os.close(fd)
-    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def plugin_command(name: str) -> str:
@@ -247,17 +227,18 @@ def plugin_contexts(plugin: str, context: Optional[str], all_: bool, kubeconfig_
 def cache_entry_for(plugin: str, args: List[str]):
     """(get-token options, cache path, entry or None) for a kubeconfig user's exec args."""
     from kubectl_caas import cache
-    from kubectl_caas.exec_plugin import cache_fields, parse_get_token_args
+    from kubectl_caas.exec_plugin import entry_path_for, exec_options
 
-    options, _ = parse_get_token_args(plugin, args[1:] if args[:1] == ["get-token"] else args)
-    path = cache.entry_path(plugin, cache_fields(plugin, options))
+    options = exec_options(plugin, args)
+    path = entry_path_for(plugin, options)
     return options, path, cache.read_entry(path)
 
 
-def same_exec_identity(plugin: str, keys: Dict[str, Optional[str]], normalise: Callable[[str], str]):
-    """A predicate: is this kubeconfig user stanza ours, for the same identity (`keys` of get-token options)?"""
+def same_exec_identity(plugin: str, keys: Dict[str, Optional[str]]) -> Callable[[Dict[str, Any]], bool]:
+    """A predicate: is this kubeconfig user stanza ours, for the same identity? `keys` are get-token
+    options as login writes them (auth URL and issuer already normalised)."""
     from kubectl_caas import kubeconfig
-    from kubectl_caas.exec_plugin import parse_get_token_args
+    from kubectl_caas.exec_plugin import exec_options
 
     def check(body: Dict[str, Any]) -> bool:
         args = kubeconfig.exec_args(body)
@@ -265,12 +246,37 @@ def same_exec_identity(plugin: str, keys: Dict[str, Optional[str]], normalise: C
         if args is None or not command or os.path.basename(str(command)) != f"kubectl-{plugin}":
             return False
         try:
-            options, _ = parse_get_token_args(plugin, args[1:] if args[:1] == ["get-token"] else args)
+            options = exec_options(plugin, args)
         except CaasError:
             return False
-        return all((normalise(options.get(k) or "") if k in ("auth-url", "issuer") else options.get(k)) == v
-                   for k, v in keys.items())
+        return all(options.get(k) == v for k, v in keys.items())
     return check
+
+
+def login_args(args: List[str], storage: str) -> List[str]:
+    """get-token's arguments as written into the kubeconfig: the identity's, plus the storage choice."""
+    return args + (["--token-storage", storage] if storage != "disk" else [])
+
+
+def store_login(plugin: str, args: List[str], entry: Dict[str, Any], storage: str) -> Dict[str, Any]:
+    """Save a fresh login's cache entry under its lock; returns the entry it replaced (secrets loaded)."""
+    from kubectl_caas import cache, secret_store
+    from kubectl_caas.exec_plugin import entry_path_for, exec_options
+
+    path = entry_path_for(plugin, exec_options(plugin, args))
+    with cache.EntryLock(path):
+        previous = secret_store.load(plugin, path, cache.read_entry(path)) or {}
+        secret_store.save(plugin, path, entry, storage)
+    return previous
+
+
+def exec_user(plugin: str, args: List[str]) -> Dict[str, Any]:
+    """The kubeconfig user stanza that runs this plugin's get-token with `args`."""
+    from kubectl_caas import kubeconfig
+
+    command = f"kubectl-{plugin}"
+    return kubeconfig.exec_user_body(plugin_command(command), args,
+                                     f"{command} is part of kubectl-caas: pipx install kubectl-caas")
 
 
 TOKEN_STORAGE_HELP = ("where long-term secrets are kept: disk (the 0600 token cache) or keyring (the OS keyring; "

@@ -13,7 +13,6 @@ from kubectl_caas import cache, kubeconfig, secret_store
 from kubectl_caas.cli import common
 from kubectl_caas.cli.common import say
 from kubectl_caas.errors import CaasError, UsageError
-from kubectl_caas.exec_plugin import cache_fields, parse_get_token_args
 from kubectl_caas.settings import Settings
 
 PLUGIN = "iam"
@@ -119,8 +118,7 @@ def login(
     ca_data = common.read_ca_data(settings.get("certificate_authority", ["CAAS_CERTIFICATE_AUTHORITY"]))
     context_name = context or _context_name(settings, client.issuer, client.host)
     namespace = namespace or settings.config.get("namespace")
-    same_user = common.same_exec_identity(PLUGIN, {"issuer": oidc.normalise_issuer(client.issuer),
-                                                   "client-id": client.client_id}, oidc.normalise_issuer)
+    same_user = common.same_exec_identity(PLUGIN, {"issuer": client.issuer, "client-id": client.client_id})
     # Refuse a broken kubeconfig or a conflicting context before the person spends time in the browser.
     kubeconfig.check_before_login(context_name, server_url, same_user, kubeconfig_path, force)
 
@@ -134,20 +132,15 @@ def login(
 
     storage = common.token_storage(token_storage)
     entry = oidc.device_login(provider, announce)
-    args = client.exec_args() + (["--token-storage", storage] if storage != "disk" else [])
-    options, _ = parse_get_token_args(PLUGIN, args[1:])
-    path = cache.entry_path(PLUGIN, cache_fields(PLUGIN, options))
-    with cache.EntryLock(path):
-        previous = secret_store.load(PLUGIN, path, cache.read_entry(path)) or {}
-        secret_store.save(PLUGIN, path, entry, storage)
+    args = common.login_args(client.exec_args(), storage)
+    previous = common.store_login(PLUGIN, args, entry, storage)
     _revoke_quietly(provider, previous.get("refresh_token"), entry.get("refresh_token"))
     claims = entry.get("claims") or {}
     who = claims.get("preferred_username") or claims.get("sub") or "user"
     kubeconfig.upsert(kubeconfig.Entry(
         context=context_name, cluster=common.cluster_name_for(server_url), server=server_url,
         user=f"{who}@{context_name}",
-        user_body=kubeconfig.exec_user_body(common.plugin_command(COMMAND), args,
-                                            "kubectl-iam is part of kubectl-caas: pipx install kubectl-caas"),
+        user_body=common.exec_user(PLUGIN, args),
         namespace=namespace, certificate_authority_data=ca_data),
         explicit_path=kubeconfig_path, force=force, same_user=same_user)
     bearer = entry["tokens"].get(client.token_kind) or {}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import typer
@@ -17,7 +16,6 @@ from kubectl_caas import cache, kubeconfig, secret_store
 from kubectl_caas.cli import common
 from kubectl_caas.cli.common import say
 from kubectl_caas.errors import AuthError, CaasError, NetworkError, UsageError
-from kubectl_caas.exec_plugin import cache_fields, parse_get_token_args
 from kubectl_caas.settings import Settings
 
 PLUGIN = "openstack"
@@ -58,15 +56,6 @@ Kubeconfig = typer.Option(None, "--kubeconfig", help="kubeconfig file to use [de
 Debug = typer.Option(False, "--debug", help="print each HTTP request and answer to stderr, secrets redacted")
 
 
-@dataclass
-class LoginTarget:
-    identity: Any  # keystone.Identity
-    server: str
-    ca_data: Optional[str]
-    context: Optional[str]
-    namespace: Optional[str]
-
-
 def _settings(flags: Dict[str, Any], profile: Optional[str], os_cloud: Optional[str]) -> Tuple[Settings, Dict[str, Any]]:
     settings = Settings.load(PLUGIN, flags, profile)
     cloud_name = os_cloud or os.environ.get("OS_CLOUD")
@@ -83,7 +72,7 @@ def _settings(flags: Dict[str, Any], profile: Optional[str], os_cloud: Optional[
     return settings, cloud
 
 
-def _identity(settings: Settings, require_user: bool = True):
+def _identity(settings: Settings):
     from kubectl_caas.keystone import Identity
 
     auth_url = settings.get("auth_url", ["OS_AUTH_URL"])
@@ -125,16 +114,9 @@ def _password(settings: Settings, cloud: Dict[str, Any], identity, password_stdi
     return password
 
 
-def _ask_passcode():
-    return common.prompt_secret("One-time passcode (TOTP): ")
-
-
 def _same_user(identity):
-    from kubectl_caas.keystone import normalise_auth_url
-
     return common.same_exec_identity(PLUGIN, {"auth-url": identity.auth_url, "user": identity.user,
-                                              "application-credential-id": identity.application_credential_id},
-                                      normalise_auth_url)
+                                              "application-credential-id": identity.application_credential_id})
 
 
 def _write(identity, entry: Dict[str, Any], server: str, ca_data: Optional[str], context: Optional[str],
@@ -147,12 +129,8 @@ def _write(identity, entry: Dict[str, Any], server: str, ca_data: Optional[str],
     """
     project_name = entry["project"]["name"]
     context = context or project_name.lower()
-    args = identity.exec_args() + (["--token-storage", storage] if storage != "disk" else [])
-    options, _ = parse_get_token_args(PLUGIN, args[1:])
-    path = cache.entry_path(PLUGIN, cache_fields(PLUGIN, options))
-    with cache.EntryLock(path):
-        previous = (cache.read_entry(path) or {}).get("application_credential") or {}
-        secret_store.save(PLUGIN, path, entry, storage)
+    args = common.login_args(identity.exec_args(), storage)
+    previous = common.store_login(PLUGIN, args, entry, storage).get("application_credential") or {}
     if keystone is not None and previous.get("created_by_login") and previous.get("id") != \
             (entry.get("application_credential") or {}).get("id"):
         try:
@@ -163,8 +141,7 @@ def _write(identity, entry: Dict[str, Any], server: str, ca_data: Optional[str],
     kube_entry = kubeconfig.Entry(
         context=context, cluster=common.cluster_name_for(server), server=server,
         user=f"{entry['user']['name']}@{context}",
-        user_body=kubeconfig.exec_user_body(common.plugin_command(COMMAND), args,
-                                            "kubectl-openstack is part of kubectl-caas: pipx install kubectl-caas"),
+        user_body=common.exec_user(PLUGIN, args),
         namespace=namespace or project_name.lower(), certificate_authority_data=ca_data)
     kubeconfig.upsert(kube_entry, explicit_path=kubeconfig_path, force=force, same_user=_same_user(identity))
     return context
@@ -226,7 +203,7 @@ def login(
     # created in vain.
     kubeconfig.check_before_login(None if use_app_cred or all_projects else context or (identity.project or "").lower(),
                                   server_url, _same_user(identity), kubeconfig_path, force)
-    keystone = Keystone(identity, passcode=_ask_passcode)
+    keystone = Keystone(identity)
     written: List[str] = []
 
     if use_app_cred:
@@ -365,7 +342,7 @@ def projects(
     identity = _identity(settings)
     from kubectl_caas.keystone import Keystone
 
-    keystone = Keystone(identity, passcode=_ask_passcode)
+    keystone = Keystone(identity)
     secret = _password(settings, cloud, identity, password_stdin, password)
     unscoped = keystone.password_login(secret, scoped=False)
     try:
@@ -408,7 +385,7 @@ def logout(
             continue
         done.add(path)
         identity = Identity.from_options(options)
-        keystone = Keystone(identity, passcode=_ask_passcode)
+        keystone = Keystone(identity)
         with cache.EntryLock(path):
             entry = cache.read_entry(path)
             if not entry:

@@ -347,3 +347,38 @@ def test_empty_password_is_refused_with_one_line(keystone, site, workspace, alic
     code, output, asked = run_on_terminal([str(BIN / "kubectl-openstack"), "login", "--user", alice["name"],
                                            "--project", "CMS"], workspace.env, {"password": ""})
     assert asked == ["password"] and code == 2 and "the password is empty" in output
+
+
+def test_broken_kubeconfig_is_refused_before_keystone_is_asked_even_with_force(keystone, site, workspace, alice):
+    workspace.kubeconfig.parent.mkdir(parents=True)
+    workspace.kubeconfig.write_text("clusters: [unclosed\n")
+    keystone.clear_requests()
+    result = login(workspace, alice["name"], "--force")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert str(workspace.kubeconfig) in line and "not valid YAML" in line
+    assert keystone.requests() == []  # no token, no application credential created in vain
+    assert workspace.kubeconfig.read_text() == "clusters: [unclosed\n"
+
+
+def test_credential_made_by_an_interactive_renewal_is_deleted_at_logout(keystone, site, workspace, alice):
+    assert login(workspace, alice["name"]).returncode == 0
+    (path,) = workspace.cache.glob("*.json")
+    entry = json.loads(path.read_text())
+    first = entry["application_credential"]["id"]
+    # The remembered credential disappears on the server (deleted in the dashboard, say) and the
+    # token is due: kubectl at a terminal asks for the password and remembers the login again.
+    keystone._admin("DELETE", f"/users/{alice['id']}/application_credentials/{first}")
+    entry["tokens"] = {}
+    path.write_text(json.dumps(entry))
+    info = json.dumps({"kind": "ExecCredential", "apiVersion": "client.authentication.k8s.io/v1",
+                       "spec": {"interactive": True}})
+    args = workspace.config()["users"][0]["user"]["exec"]["args"]
+    code, output, asked = run_on_terminal([str(BIN / "kubectl-openstack"), *args],
+                                          {**workspace.env, "KUBERNETES_EXEC_INFO": info}, {"password": PASSWORD})
+    assert code == 0 and asked == ["password"], output
+    (second,) = keystone.list_application_credentials(alice["id"])
+    assert second["id"] != first
+    logout = workspace.run("kubectl-openstack", "logout", "--password-stdin", input=PASSWORD)
+    assert logout.returncode == 0, logout.stderr
+    assert keystone.list_application_credentials(alice["id"]) == []

@@ -152,7 +152,7 @@ def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
     assert cache.cache_dir() == str(tmp_path / "h" / ".kube" / "cache" / "kubectl-caas")
 
 
-def test_cache_key_separates_identities_and_holds_no_secret():
+def test_cache_key_separates_identities_and_names_the_user():
     base = entry_path()
     other_project = entry_path(args=[*OPENSTACK_ARGS[:-4], "--project", "ATLAS", "--project-domain-id", "default"])
     other_user = entry_path(args=["--auth-url", "https://keystone.example.org/v3", "--user", "bob",

@@ -482,7 +482,8 @@ def test_plain_http_or_malformed_issuer_is_refused(iam, issuer):
 @pytest.mark.parametrize("issuer", ["http://localhost:8080", "http://127.0.0.1:9000", "http://127.0.0.2",
                                     "http://[::1]:8443/", "https://iam.example.org"])
 def test_plain_http_issuer_is_allowed_on_loopback(issuer):
-    assert oidc.Client(issuer=issuer, client_id=CLIENT_ID).issuer == issuer
+    # allowed, and written without the trailing slash (the one spelling kept in args and cache keys)
+    assert oidc.Client(issuer=issuer, client_id=CLIENT_ID).issuer == issuer.rstrip("/")
 
 
 def test_plain_http_endpoint_announced_by_an_https_issuer_is_refused(iam):
@@ -680,6 +681,26 @@ def test_refresh_answer_without_id_token_is_a_failed_refresh_when_the_id_token_i
     assert caught.value.exit_code == 5
     assert "no ID token" in str(caught.value) and "run `kubectl iam login`" in str(caught.value)
     assert iam.sent(DEVICE_URL) == []
+
+
+def test_refresh_is_not_resent_after_a_500_which_may_have_rotated_the_token(iam):
+    iam.always(TOKEN_URL, (500, HTML))
+    with pytest.raises(CaasError, match="HTTP 500"):
+        oidc.renew(OPTIONS, previous_entry("rt-1"), interactive=False)
+    assert len(iam.sent(TOKEN_URL)) == 1
+
+
+def test_refresh_is_retried_after_a_gateway_error(iam):
+    iam.script(TOKEN_URL, (503, HTML), (502, ""), token_answer(refresh_token="rt-2"))
+    entry = oidc.renew(OPTIONS, previous_entry("rt-1"), interactive=False)
+    assert entry["refresh_token"] == "rt-2" and len(iam.sent(TOKEN_URL)) == 3
+
+
+def test_refresh_answer_without_id_token_keeps_the_previous_one_when_the_access_token_is_the_bearer(iam):
+    previous = previous_entry()
+    iam.script(TOKEN_URL, token_answer(id_token=None, access_token="at-2"))
+    entry = oidc.renew({**OPTIONS, "token": "access"}, previous, interactive=False)
+    assert entry["tokens"]["id"] == previous["tokens"]["id"]
 
 
 def test_refresh_answer_without_id_token_is_fine_when_the_access_token_is_the_bearer(iam):
