@@ -183,6 +183,27 @@ def delete_entry(path: str) -> None:
         pass
 
 
+def flock_within(fd: int, timeout: float) -> bool:
+    """Take an exclusive flock() on `fd`, waiting at most `timeout` seconds; False if it stayed taken.
+
+    Every lock in kubectl-caas goes through here, so none can block for ever: a holder that is
+    stuck (or another user's process holding a shared file) ends in a clear line instead.
+    """
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)  # waiting for another process, not for timing
+            delay = min(delay * 2, 0.1)
+
+
 class EntryLock:
     """An exclusive lock on one cache entry, held while it is renewed.
 
@@ -197,8 +218,6 @@ class EntryLock:
         self._fd: Optional[int] = None
 
     def __enter__(self) -> "EntryLock":
-        import fcntl
-
         ensure_private_dir(os.path.dirname(self.path))
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
@@ -206,19 +225,10 @@ class EntryLock:
         except OSError as exc:
             raise CaasError(f"cannot open the cache lock {self.path}: {exc.strerror}",
                             "remove it, or set KUBECTL_CAAS_CACHE_DIR") from None
-        deadline = time.monotonic() + self.timeout
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise CaasError(f"another kubectl-caas process has held {self.path} for over "
-                                    f"{int(self.timeout)} s", "let it finish or end it, then retry") from None
-                time.sleep(delay)  # waiting for another process, not for timing
-                delay = min(delay * 2, 0.1)
+        if not flock_within(fd, self.timeout):
+            os.close(fd)
+            raise CaasError(f"another kubectl-caas process has held {self.path} for over "
+                            f"{int(self.timeout)} s", "let it finish or end it, then retry")
         self._fd = fd
         return self
 
