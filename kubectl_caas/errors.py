@@ -40,6 +40,13 @@ class CaasError(Exception):
         return self.message
 
 
+def report(plugin: str, exc: BaseException) -> None:
+    """The one line a user sees for an error: `kubectl-<plugin>: error: <message>; <hint>`."""
+    from kubectl_caas.terminal import show
+
+    show(f"kubectl-{plugin}: error: {exc}")
+
+
 class UsageError(CaasError):
     exit_code = EXIT_USAGE
 

@@ -1,26 +1,47 @@
-"""HTTP plumbing shared by the backends: sessions, timeouts, CA handling, --debug logging with
-secrets redacted, and turning network failures into one clear line for the user."""
+"""HTTP plumbing shared by the backends: sessions, time and size bounds, CA handling, redirects,
+--debug logging with secrets redacted, and turning network failures into one clear line.
+
+Every session either backend uses comes from `prepare`, which installs one response hook. The
+hook runs before requests reads the body (and before keystoneauth1 or requests would follow a
+redirect), so it is the one place that:
+
+- reads the body, at most MAX_ANSWER_BYTES of it: a huge or endless answer is refused unread;
+- refuses every redirect: keystoneauth1 and requests would repeat the request, body and
+  headers included, at the new address, so a password, application-credential secret, refresh
+  token or device code would follow a 307 to any host (plain http included);
+- prints the exchange for --debug, secrets redacted and control characters escaped.
+
+Time is bounded by `Deadline`: one budget for a whole operation, retries included, enforced
+with an interval timer, so a server that trickles its answer a byte at a time (which never trips
+a per-read socket timeout) still ends the operation on time.
+"""
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, TypeVar, Union
-from urllib.parse import parse_qsl, urlencode
+from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar, Union
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 import requests
 
 from kubectl_caas.errors import CaasError, NetworkError, UsageError
+from kubectl_caas.terminal import printable
 
-# A login request gives up after 30 s in all (retries included): at most 10 s to connect, the
-# rest to answer. KUBECTL_CAAS_TIMEOUT (seconds) changes the total for slow networks.
+# An operation gives up after 30 s in all (retries included): at most 10 s to connect, the rest to
+# answer. KUBECTL_CAAS_TIMEOUT (seconds) changes the total for slow networks.
 CONNECT_TIMEOUT = 10.0
 DEFAULT_TOTAL_TIMEOUT = 30.0
 RETRY_ATTEMPTS = 3
 RETRY_FIRST_DELAY = 0.5
 TRANSIENT_STATUS = (500, 502, 503, 504)
+# No answer we expect comes near this: Keystone tokens without a catalog, discovery documents and
+# key sets are a few kB.
+MAX_ANSWER_BYTES = 1 << 20
 
 T = TypeVar("T")
 
@@ -30,15 +51,61 @@ def total_timeout() -> float:
         value = float(os.environ.get("KUBECTL_CAAS_TIMEOUT") or DEFAULT_TOTAL_TIMEOUT)
     except ValueError:
         return DEFAULT_TOTAL_TIMEOUT
-    return value if value > 0 else DEFAULT_TOTAL_TIMEOUT
+    return value if 0 < value < 86400 else DEFAULT_TOTAL_TIMEOUT
+
+
+# ---------------------------------------------------------------------------------------------
+# Time
+
+
+class DeadlineExceeded(BaseException):
+    """Raised by the interval timer inside whatever was blocking. A BaseException, so no library's
+    `except Exception` can swallow it; the Deadline that catches it turns it into a NetworkError."""
+
+
+_armed: List["Deadline"] = []  # deadlines being enforced, outermost first
+_previous_handler: Any = None
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise DeadlineExceeded()
+
+
+def _can_use_timer() -> bool:
+    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+
+def _rearm() -> None:
+    """Point the interval timer at the earliest armed deadline, or stop it."""
+    global _previous_handler
+    if not _can_use_timer():
+        return
+    if _armed:
+        if _previous_handler is None:
+            _previous_handler = signal.signal(signal.SIGALRM, _on_alarm)
+        left = min(d.end for d in _armed) - time.monotonic()
+        signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
+    else:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if _previous_handler is not None:
+            signal.signal(signal.SIGALRM, _previous_handler)
+            _previous_handler = None
 
 
 class Deadline:
-    """The time budget of one user-visible operation, shared by its attempts."""
+    """The time budget of one operation against `service` at `url`, shared by its attempts.
 
-    def __init__(self, total: Optional[float] = None):
+    As a context manager it is enforced: when it runs out, whatever is blocking (connect, TLS,
+    reading headers or a trickling body, a retry's back-off) is interrupted and the operation
+    fails with one line. Nested deadlines never extend an outer one.
+    """
+
+    def __init__(self, service: str = "the server", url: str = "", total: Optional[float] = None):
         self.total = total if total is not None else total_timeout()
+        self.service, self.url = service, url
         self.end = time.monotonic() + self.total
+        if _armed:
+            self.end = min(self.end, min(d.end for d in _armed))
 
     def remaining(self) -> float:
         return self.end - time.monotonic()
@@ -48,22 +115,138 @@ class Deadline:
         left = max(self.remaining(), 0.1)
         return (min(CONNECT_TIMEOUT, left), left)
 
+    def __enter__(self) -> "Deadline":
+        _armed.append(self)
+        _rearm()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        _armed.remove(self)
+        _rearm()
+        if exc_type is DeadlineExceeded:
+            where = f" at {self.url}" if self.url else ""
+            raise NetworkError(f"{self.service}{where} did not answer in time (gave up after {self.total:g} s)",
+                               "check the URL and your network, then retry; KUBECTL_CAAS_TIMEOUT sets the "
+                               "time limit in seconds") from None
+
 
 def with_retries(call: Callable[[], T], transient: Callable[[BaseException], bool], deadline: Deadline,
                  attempts: int = RETRY_ATTEMPTS) -> T:
-    """Run `call`, again after 0.5 s and 1 s when it fails with a transient error, within the deadline."""
+    """Run `call` under the deadline, again after 0.5 s and 1 s when it fails with a transient error."""
     delay = RETRY_FIRST_DELAY
-    for attempt in range(attempts):
-        try:
-            return call()
-        except Exception as exc:  # noqa: BLE001 - re-raised unless transient
-            if attempt == attempts - 1 or not transient(exc) or deadline.remaining() < delay + 1.0:
-                raise
-            if _debug:
-                print(f"kubectl-caas: transient failure ({exc}); retrying in {delay:.1f} s", file=sys.stderr)
-            time.sleep(delay)  # back off before retrying a failing server
-            delay *= 2
+    with deadline:
+        for attempt in range(attempts):
+            try:
+                return call()
+            except Exception as exc:  # noqa: BLE001 - re-raised unless transient
+                if attempt == attempts - 1 or not transient(exc) or deadline.remaining() < delay + 1.0:
+                    raise
+                if _debug:
+                    print(f"kubectl-caas: transient failure ({printable(exc)}); retrying in {delay:.1f} s",
+                          file=sys.stderr)
+                time.sleep(delay)  # back off before retrying a failing server
+                delay *= 2
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------------
+# What a server may send
+
+
+class RedirectRefused(NetworkError):
+    """A server answered with a redirect; we never repeat a request elsewhere."""
+
+
+class AnswerTooLarge(CaasError):
+    pass
+
+
+def suggest_base(base_url: str, request_url: str, location: str) -> str:
+    """Where `base_url` seems to have moved, judging by one redirect of a request below it.
+
+    https://a/v3 + https://a/v3/auth/tokens -> https://b/identity/v3/auth/tokens gives
+    https://b/identity/v3; when the paths do not line up, the new location's origin.
+    """
+    target = urljoin(request_url, location)
+    base = base_url.rstrip("/")
+    request_path = request_url.split("?", 1)[0].split("#", 1)[0]
+    target_path = target.split("?", 1)[0].split("#", 1)[0]
+    if request_path.startswith(base):
+        suffix = request_path[len(base):]
+        if suffix and target_path.endswith(suffix):
+            return target_path[: -len(suffix)]
+        if not suffix:
+            return target_path.rstrip("/")
+    parts = urlsplit(target)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else target
+
+
+def prepare(session: requests.Session, service: str = "the server", base_url: str = "",
+            url_option: str = "") -> requests.Session:
+    """Install the response hook (size bound, redirect refusal, --debug log) on a requests session
+    (plain, keystoneauth1's underlying one, or authlib's OAuth2Session).
+
+    `base_url` and `url_option` let a refused redirect say what to pass instead
+    ("use --auth-url https://new/v3").
+    """
+
+    def on_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        body = _read_bounded(response, MAX_ANSWER_BYTES)
+        if _debug:
+            _log_exchange(response, body)
+        if len(body) > MAX_ANSWER_BYTES:
+            raise AnswerTooLarge(f"{service} answered HTTP {response.status_code} with an oversized body "
+                                 f"(more than {MAX_ANSWER_BYTES >> 20} MiB)",
+                                 "check the URL; rerun with --debug to see the start of the answer")
+        if response.is_redirect:
+            location = urljoin(response.request.url or "", response.headers.get("Location", ""))
+            where = base_url or response.request.url or ""
+            hint = "kubectl-caas never repeats a request, which may carry your credentials, at another address"
+            if url_option and base_url:
+                hint = f"use {url_option} {suggest_base(base_url, response.request.url or '', location)}"
+            raise RedirectRefused(f"{service} at {where} redirects to {location} (HTTP {response.status_code})",
+                                  hint)
+
+    session.hooks.setdefault("response", []).append(on_response)
+    return session
+
+
+def new_session(service: str = "the server", base_url: str = "", url_option: str = "") -> requests.Session:
+    return prepare(requests.Session(), service, base_url, url_option)
+
+
+def _read_bounded(response: requests.Response, limit: int) -> bytes:
+    """Read the body, stopping one byte past `limit`; the bytes read become `response.content`."""
+    if getattr(response, "_content_consumed", False):
+        return response.content or b""
+    chunks = []
+    size = 0
+    try:
+        for chunk in response.iter_content(65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                break
+    finally:
+        response.close()
+    body = b"".join(chunks)[: limit + 1]
+    response._content = body  # requests' own attribute: later `.content` returns what was read
+    response._content_consumed = True
+    return body
+
+
+def parse_json(body: bytes) -> Any:
+    """JSON from a server; ValueError for anything that is not (including nesting deep enough to
+    exhaust Python's recursion limit, which json reports as RecursionError)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# --debug
+
 
 _debug = False
 
@@ -98,7 +281,7 @@ def redact_body(body: Union[bytes, str, None], content_type: str = "") -> str:
         return ""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:
-        return json.dumps(redact_value(json.loads(text)))
+        return json.dumps(redact_value(parse_json(text.encode())))
     except ValueError:
         pass
     if "=" in text and " " not in text.strip():
@@ -110,47 +293,20 @@ def redact_body(body: Union[bytes, str, None], content_type: str = "") -> str:
     return text
 
 
-def _log_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+def _log_exchange(response: requests.Response, body: bytes) -> None:
     request = response.request
-    out = sys.stderr
-    print(f"> {request.method} {_redact_url(request.url or '')}", file=out)
-    for key, value in redact_headers(request.headers).items():
-        print(f">   {key}: {value}", file=out)
-    body = redact_body(request.body, request.headers.get("Content-Type", ""))
-    if body:
-        print(f">   {body}", file=out)
-    print(f"< HTTP {response.status_code} {response.reason} ({response.elapsed.total_seconds():.3f} s)",
-          file=out)
-    for key, value in redact_headers(response.headers).items():
-        print(f"<   {key}: {value}", file=out)
-    if not getattr(response, "_content_consumed", True):
-        return  # streamed: read_limited() prints the body once it has read (a bounded part of) it
-    text = redact_body(response.content, response.headers.get("Content-Type", ""))
-    if text:
-        print(f"<   {text}", file=out)
-
-
-def read_limited(response: requests.Response, limit: int) -> bytes:
-    """Read a streamed answer's body, stopping one byte past `limit`: a huge or endless body is
-    refused without downloading it. The bytes read become `response.content`."""
-    chunks = []
-    size = 0
-    try:
-        for chunk in response.iter_content(65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                break
-    finally:
-        response.close()
-    body = b"".join(chunks)[: limit + 1]
-    response._content = body  # requests' own attribute: later `.content` returns what was read
-    response._content_consumed = True
-    if _debug:
-        text = redact_body(body, response.headers.get("Content-Type", ""))
-        if text:
-            print(f"<   {text}", file=sys.stderr)
-    return body
+    lines = [f"> {request.method} {_redact_url(request.url or '')}"]
+    lines += [f">   {key}: {value}" for key, value in redact_headers(request.headers).items()]
+    sent = redact_body(request.body, request.headers.get("Content-Type", ""))
+    if sent:
+        lines.append(f">   {sent}")
+    lines.append(f"< HTTP {response.status_code} {response.reason} ({response.elapsed.total_seconds():.3f} s)")
+    lines += [f"<   {key}: {value}" for key, value in redact_headers(response.headers).items()]
+    received = redact_body(body[:MAX_ANSWER_BYTES], response.headers.get("Content-Type", ""))
+    if received:
+        lines.append(f"<   {received[:4000]}")
+    for line in lines:
+        print(printable(line), file=sys.stderr)
 
 
 def _redact_url(url: str) -> str:
@@ -161,15 +317,8 @@ def _redact_url(url: str) -> str:
     return base + "?" + urlencode([(k, REDACTED if SECRET_KEYS.search(k) else v) for k, v in pairs])
 
 
-def prepare(session: requests.Session) -> requests.Session:
-    """Attach --debug logging to a requests session (requests, or authlib's OAuth2Session)."""
-    if _debug:
-        session.hooks.setdefault("response", []).append(_log_response)
-    return session
-
-
-def new_session() -> requests.Session:
-    return prepare(requests.Session())
+# ---------------------------------------------------------------------------------------------
+# TLS and errors
 
 
 def verify_for(cacert: Optional[str]) -> Union[str, bool]:
@@ -179,8 +328,6 @@ def verify_for(cacert: Optional[str]) -> Union[str, bool]:
     Session's `verify`, but not one given to the request itself.
     """
     if cacert:
-        import os
-
         path = os.path.abspath(os.path.expanduser(cacert))
         if not os.path.isfile(path):
             raise UsageError(f"CA file {cacert} does not exist", "check the --cacert path")
@@ -209,7 +356,7 @@ def describe_http_error(status: int, body: bytes, service: str, action: str) -> 
     """'<service> answered HTTP <status> to <action>: <message from the body, if any>'."""
     message = ""
     try:
-        data = json.loads(body)
+        data = parse_json(body)
         if isinstance(data, dict):
             err = data.get("error")
             if isinstance(err, dict):
@@ -222,3 +369,30 @@ def describe_http_error(status: int, body: bytes, service: str, action: str) -> 
         pass
     text = f"{service} answered HTTP {status} to {action}"
     return f"{text}: {message[:300]}" if message else text
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_secure_url(url: object) -> bool:
+    """https:// with a host, or http:// on loopback only; nothing a shell, browser or terminal could
+    take for something else (no whitespace or control characters, no leading dash)."""
+    if not isinstance(url, str) or not url or url != url.strip() or printable(url) != url or " " in url:
+        return False
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    if parts.scheme == "https" and host:
+        return True
+    return parts.scheme == "http" and bool(host) and is_loopback(host)

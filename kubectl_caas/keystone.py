@@ -7,12 +7,10 @@ renew it" — as a cache entry (see `entry_from_access`).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import secrets
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
@@ -22,8 +20,8 @@ from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
 from kubectl_caas import http
-from kubectl_caas.errors import AuthError, CaasError, LoginRequired, UsageError
-from kubectl_caas.terminal import prompt_secret
+from kubectl_caas.errors import EXIT_AUTH, AuthError, CaasError, LoginRequired, UsageError
+from kubectl_caas.terminal import prompt_secret, show
 
 # keystoneauth1 logs its retries as warnings; with no handler Python would print them to stderr.
 # Our own --debug output and error lines say what happened.
@@ -31,7 +29,6 @@ logging.getLogger("keystoneauth").addHandler(logging.NullHandler())
 
 SERVICE = "Keystone"
 DEFAULT_DOMAIN = "default"
-MAX_ANSWER_BYTES = 1 << 20
 DEFAULT_REMEMBER_SECONDS = 7 * 24 * 3600
 CACERT_HINT = ("pass the CA bundle with --cacert or OS_CACERT (CloudVeneto users: CloudVenetoCAs.pem)")
 
@@ -132,18 +129,63 @@ class Keystone:
         self._passcode: Optional[str] = None
         self.used_passcode = False  # a login of this session needed the TOTP second factor
         self.verify = http.verify_for(identity.cacert)
-        self.session = ks_session.Session(session=http.new_session(), verify=self.verify,
-                                          timeout=http.total_timeout(), user_agent="kubectl-caas")
+        self.session = ks_session.Session(session=http.new_session(SERVICE, identity.auth_url, "--auth-url"),
+                                          verify=self.verify, timeout=http.total_timeout(), user_agent="kubectl-caas")
 
-    def _get_access(self, auth):
-        """auth.get_access with our time budget, retried when Keystone answers a transient 5xx."""
-        deadline = http.Deadline()
+    def _get_access(self, auth, action: str, project_id: Optional[str] = None, expect_identity: bool = True):
+        """auth.get_access within our time budget, retried when Keystone answers a transient 5xx; the
+        answer checked before anything trusts it (see `_checked`)."""
+        deadline = http.Deadline(SERVICE, self.identity.auth_url)
 
         def attempt():
             self.session.timeout = deadline.timeout()
             return auth.get_access(self.session)
 
-        return http.with_retries(attempt, _transient, deadline)
+        sent = time.time()
+        try:
+            access = http.with_retries(attempt, _transient, deadline)
+        except (KeyError, TypeError, AttributeError, RecursionError) as exc:
+            # keystoneauth1 reads X-Subject-Token and the body's `token` without checking them
+            raise CaasError(f"{SERVICE} answered {action} with something that is not a token "
+                            f"({type(exc).__name__}: {exc})", "check --auth-url; rerun with --debug to see "
+                            "the answer") from None
+        return self._checked(access, action, sent, project_id if project_id else None, expect_identity)
+
+    def _checked(self, access, action: str, sent: float, project_id: Optional[str], expect_identity: bool):
+        """The answer must be a token for the user and project we asked for, with a sane lifetime.
+
+        Sets `local_issued`, `local_expires` (this machine's clock) and `clock_offset` on it.
+        """
+        from kubectl_caas import clock
+
+        bad = f"{SERVICE}'s answer to {action}"
+        try:
+            token, user_id, expires = access.auth_token, access.user_id, access.expires.timestamp()
+            issued = access.issued.timestamp() if access.issued else sent
+            names = (access.username, access.project_id, access.project_name)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise CaasError(f"{bad} is malformed ({type(exc).__name__})", "check --auth-url") from None
+        if not isinstance(token, str) or not token or not token.isprintable() or not isinstance(user_id, str):
+            raise CaasError(f"{bad} carries no usable token", "check --auth-url")
+        try:
+            access.local_issued, access.local_expires = clock.local_window(sent, issued, expires)
+        except ValueError as exc:
+            raise CaasError(f"{bad} gives the token an absurd lifetime ({exc})", "check --auth-url") from None
+        access.clock_offset = issued - sent
+        ident = self.identity
+        wanted_user = ident.user_id or ident.user
+        got_user = user_id if ident.user_id else names[0]
+        if expect_identity and wanted_user and str(got_user or "").casefold() != wanted_user.casefold():
+            raise CaasError(f"{bad} is a token for user {got_user}, not {wanted_user}",
+                            "check --auth-url: a Keystone must not answer for another user", EXIT_AUTH)
+        if expect_identity and access.project_scoped:
+            wanted_id = project_id or (ident.project_id if not ident.project else None)
+            if wanted_id and names[1] != wanted_id or \
+                    not wanted_id and ident.project and str(names[2] or "").casefold() != ident.project.casefold():
+                raise CaasError(f"{bad} is a token for project {names[2]} ({names[1]}), not "
+                                f"{wanted_id or ident.project}", "check --auth-url: a Keystone must not answer "
+                                "for another project", EXIT_AUTH)
+        return access
 
     # -- errors ---------------------------------------------------------------------------------
 
@@ -161,14 +203,11 @@ class Keystone:
             response = getattr(exc, "response", None)
             status = getattr(response, "status_code", "?")
             body = getattr(response, "content", b"") or b""
-            if len(body) > MAX_ANSWER_BYTES:
-                what = "an oversized body"
-            else:
-                try:
-                    json.loads(body)
-                    what = "an answer that is not a Keystone token"
-                except ValueError:
-                    what = "a body that is not valid JSON"
+            try:
+                http.parse_json(body)
+                what = "an answer that is not a Keystone token"
+            except ValueError:
+                what = "a body that is not valid JSON"
             return CaasError(f"{SERVICE} answered HTTP {status} to {action} with {what}",
                              "check the auth URL; rerun with --debug to see the answer")
         return CaasError(f"{SERVICE}: {action} failed: {exc}")
@@ -190,7 +229,7 @@ class Keystone:
         auth = v3.Password(ident.auth_url, password=password, unscoped=not scoped, include_catalog=False,
                            **{k: v for k, v in fields.items() if v})
         try:
-            return self._get_access(auth)
+            return self._get_access(auth, "the password login")
         except ks_exc.MissingAuthMethods as exc:
             return self._login_with_passcode(exc, password, scoped)
         except ks_exc.Unauthorized:
@@ -221,7 +260,7 @@ class Keystone:
                                         v3.TOTPMethod(passcode=self._passcode, **user)],
                        unscoped=not scoped, include_catalog=False, **scope)
         try:
-            access = self._get_access(auth)
+            access = self._get_access(auth, "the password and passcode login")
             self.used_passcode = True
             return access
         except ks_exc.Unauthorized:
@@ -247,16 +286,18 @@ class Keystone:
     def token_login(self, token: str, project_id: str):
         auth = v3.Token(self.identity.auth_url, token=token, project_id=project_id, include_catalog=False)
         try:
-            return self._get_access(auth)
+            return self._get_access(auth, f"the login to project {project_id}", project_id=project_id)
         except ks_exc.ClientException as exc:
             raise self._translate(exc, f"the login to project {project_id}") from None
 
-    def application_credential_login(self, credential_id: str, secret: str):
+    def application_credential_login(self, credential_id: str, secret: str, expect_identity: bool = True):
+        """`expect_identity`: the answer must be for the identity's user and project (renewal); at
+        login the credential itself says who and where."""
         # Never send a scope with an application credential: Keystone answers 401 (its project is implicit).
         auth = v3.ApplicationCredential(self.identity.auth_url, application_credential_secret=secret,
                                         application_credential_id=credential_id, include_catalog=False)
         try:
-            return self._get_access(auth)
+            return self._get_access(auth, "the application credential login", expect_identity=expect_identity)
         except (ks_exc.Unauthorized, ks_exc.NotFound) as exc:
             # A deleted credential answers 404 ("Could not find Application Credential"), not 401.
             raise AuthError(f"Keystone rejected application credential {credential_id} (HTTP {exc.http_status})",
@@ -274,7 +315,7 @@ class Keystone:
         """One REST call on the identity endpoint; GET and DELETE are retried on a transient 5xx."""
         url = self.identity.auth_url + path
         headers = {"X-Auth-Token": token, **kwargs.pop("headers", {})}
-        deadline = http.Deadline()
+        deadline = http.Deadline(SERVICE, self.identity.auth_url)
 
         def attempt():
             try:
@@ -386,7 +427,7 @@ def _transient(exc: BaseException) -> bool:
 
 def _json(response) -> Dict[str, Any]:
     try:
-        data = response.json()
+        data = http.parse_json(response.content)
     except ValueError:
         raise CaasError(f"Keystone answered HTTP {response.status_code} with a body that is not JSON") from None
     if not isinstance(data, dict):
@@ -400,9 +441,13 @@ def _json(response) -> Dict[str, Any]:
 
 def entry_from_access(identity: Identity, access, method: str,
                       application_credential: Optional[Dict[str, Any]] = None,
-                      remember_seconds: Optional[float] = None) -> Dict[str, Any]:
-    expires = access.expires.timestamp()
-    issued = access.issued.timestamp() if getattr(access, "issued", None) else time.time()
+                      remember_seconds: Optional[float] = None,
+                      previous: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The cache entry for a checked login answer (see Keystone._checked); times in local time.
+    `previous`: the entry this one replaces, so that a clock difference is reported only once."""
+    from kubectl_caas import clock
+
+    clock.note_offset("openstack", SERVICE, access.clock_offset, (previous or {}).get("clock_offset"))
     entry: Dict[str, Any] = {
         "version": 1,
         "plugin": "openstack",
@@ -412,7 +457,9 @@ def entry_from_access(identity: Identity, access, method: str,
         "project": {"id": access.project_id, "name": access.project_name,
                     "domain_id": access.project_domain_id},
         "method": method,
-        "tokens": {"keystone": {"value": access.auth_token, "expires_at": expires, "issued_at": issued}},
+        "tokens": {"keystone": {"value": access.auth_token, "expires_at": access.local_expires,
+                                "issued_at": access.local_issued}},
+        "clock_offset": access.clock_offset,
     }
     if application_credential:
         entry["application_credential"] = application_credential
@@ -445,10 +492,10 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
             try:
                 access = keystone.application_credential_login(remembered["id"], remembered["secret"])
                 return entry_from_access(identity, access, entry.get("method") or "application_credential",
-                                         remembered, entry.get("remember_seconds"))
+                                         remembered, entry.get("remember_seconds"), entry)
             except AuthError:
                 pass  # expired or deleted on the server: fall through to the next source
-        print("kubectl-openstack: the remembered application credential no longer works", file=sys.stderr)
+        show("kubectl-openstack: the remembered application credential no longer works")
         entry.pop("application_credential", None)
 
     cloud = _cloud_secrets(identity)
@@ -456,9 +503,9 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
                                    os.environ.get("OS_APPLICATION_CREDENTIAL_SECRET")),
                                   (cloud.get("application_credential_id"), cloud.get("application_credential_secret"))):
         if credential_id and secret and identity.application_credential_id in (None, credential_id):
-            access = keystone.application_credential_login(credential_id, secret)
+            access = keystone.application_credential_login(credential_id, secret, expect_identity=False)
             _check_project(identity, access)
-            return entry_from_access(identity, access, "application_credential")
+            return entry_from_access(identity, access, "application_credential", previous=entry)
     if identity.application_credential_id:
         raise LoginRequired(f"no secret for application credential {identity.application_credential_id}",
                             "set OS_APPLICATION_CREDENTIAL_SECRET, or run `kubectl openstack login`")
@@ -479,8 +526,8 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
         # A person just typed the password: remember the login again, as `login` does.
         credential, notice = remember_login(keystone, access, float(remember))
         if notice:
-            print(f"kubectl-openstack: {notice}", file=sys.stderr)
-    return entry_from_access(identity, access, "password", credential, remember)
+            show(f"kubectl-openstack: {notice}")
+    return entry_from_access(identity, access, "password", credential, remember, entry)
 
 
 def _cloud_secrets(identity: Identity) -> Dict[str, Any]:
@@ -492,7 +539,7 @@ def _cloud_secrets(identity: Identity) -> Dict[str, Any]:
     try:
         return load_cloud(identity.os_cloud)
     except CaasError as exc:
-        print(f"kubectl-openstack: ignoring clouds.yaml: {exc}", file=sys.stderr)
+        show(f"kubectl-openstack: ignoring clouds.yaml: {exc}")
         return {}
 
 

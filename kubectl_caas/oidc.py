@@ -6,7 +6,7 @@ bearer tokens, their expiry and what renews them (the refresh token).
 """
 from __future__ import annotations
 
-import ipaddress
+import email.utils
 import json
 import os
 import sys
@@ -20,13 +20,16 @@ from authlib.integrations.requests_client import OAuth2Session
 
 from kubectl_caas import http
 from kubectl_caas.errors import AuthError, CaasError, LoginRequired, UsageError
+from kubectl_caas.terminal import show
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 DEFAULT_SCOPE = "openid profile email offline_access"
 DEFAULT_INTERVAL = 5.0  # RFC 8628 §3.2: when the server gives none (INDIGO IAM never does)
 SLOW_DOWN_STEP = 5.0
 ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
-MAX_JSON_BYTES = 1 << 20
+# Discovery documents and key sets larger than this are used but not cached: every cache entry
+# must stay well below the cache's size limit.
+MAX_CACHED_DOCUMENT = 64 << 10
 
 
 def normalise_issuer(issuer: str) -> str:
@@ -35,24 +38,12 @@ def normalise_issuer(issuer: str) -> str:
 
 
 def check_issuer_url(issuer: str) -> None:
-    parts = urlsplit(issuer)
-    if parts.scheme == "https" and parts.hostname:
+    if http.is_secure_url(issuer):
         return
-    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
-        return
-    if parts.scheme == "http":
+    if urlsplit(issuer).scheme == "http":
         raise UsageError(f"refusing issuer {issuer}: plain http is allowed only on loopback",
                          "use the issuer's https:// URL")
     raise UsageError(f"the issuer {issuer!r} is not an https:// URL")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class OAuthError(CaasError):
@@ -132,7 +123,12 @@ class Provider:
         method = "client_secret_basic" if client.client_secret else "none"
         self.session = http.prepare(OAuth2Session(client.client_id, client.client_secret, scope=client.scope,
                                                   token_endpoint_auth_method=method,
-                                                  revocation_endpoint_auth_method=method))
+                                                  revocation_endpoint_auth_method=method),
+                                    "the OIDC provider", client.issuer, "--issuer")
+        # The provider's clock, from the Date header of its last answer, and when we sent that
+        # request by ours: token lifetimes are measured on the provider's clock (see clock.py).
+        self.server_time: Optional[float] = None
+        self.sent_at = time.time()
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -140,20 +136,21 @@ class Provider:
                  **kwargs: Any) -> requests.Response:
         """One HTTP exchange, retried (within the time budget) while the server answers a transient 5xx.
 
-        The body is read only up to MAX_JSON_BYTES (+1, so that an oversized one is recognised).
+        The session's hook bounds the body (http.MAX_ANSWER_BYTES) and refuses redirects.
         """
-        deadline = http.Deadline()
+        deadline = http.Deadline(f"the OIDC provider ({action})", url)
 
         def attempt() -> requests.Response:
+            sent = time.time()
             try:
                 response = self.session.request(method, url, withhold_token=True, verify=self.verify,
-                                                timeout=deadline.timeout(), stream=True, **kwargs)
-                http.read_limited(response, MAX_JSON_BYTES)
+                                                timeout=deadline.timeout(), **kwargs)
             except requests.exceptions.RequestException as exc:
                 raise http.network_error(exc, url, f"the OIDC provider ({action})",
                                          "pass the issuer's CA bundle with --cacert") from None
             if response.status_code in retry_statuses:
                 raise _Transient(response)
+            self.sent_at, self.server_time = sent, _server_time(response)
             return response
 
         try:
@@ -162,11 +159,8 @@ class Provider:
             return exc.response
 
     def _json(self, response: requests.Response, action: str) -> Dict[str, Any]:
-        content = response.content
-        if len(content) > MAX_JSON_BYTES:
-            raise CaasError(f"the OIDC provider answered HTTP {response.status_code} to {action} with an oversized body")
         try:
-            data = json.loads(content)
+            data = http.parse_json(response.content)
         except ValueError:
             raise CaasError(f"the OIDC provider answered HTTP {response.status_code} to {action} with a body that "
                             "is not JSON", "check the issuer URL; rerun with --debug to see the answer") from None
@@ -223,9 +217,8 @@ class Provider:
         if not isinstance(url, str) or not url:
             raise CaasError(f"the OIDC provider at {self.client.issuer} has no {name}",
                             "it may not support the device flow; ask its administrators")
-        parts = urlsplit(url)
-        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
-            raise CaasError(f"the provider's {name} {url} is not https")
+        if not http.is_secure_url(url):
+            raise CaasError(f"the provider's {name} {url} is not an https:// URL", "check --issuer")
         return url
 
     # -- grants --------------------------------------------------------------------------------
@@ -242,6 +235,15 @@ class Provider:
         for key in ("device_code", "user_code", "verification_uri"):
             if not isinstance(answer.get(key), str) or not answer[key]:
                 raise CaasError(f"the OIDC provider's device authorization answer lacks {key}")
+        # A person opens these: only an https page (http on loopback), nothing a browser would run
+        # (javascript:, data:, file:) or take for an option.
+        if not http.is_secure_url(answer["verification_uri"]):
+            raise CaasError(f"the OIDC provider's verification URI {answer['verification_uri']!r} is not an https:// "
+                            "URL", "check --issuer")
+        if not http.is_secure_url(answer.get("verification_uri_complete")):
+            answer.pop("verification_uri_complete", None)
+        if len(answer["user_code"]) > 64 or not answer["user_code"].isprintable():
+            raise CaasError(f"the OIDC provider's user code {answer['user_code']!r} is not a code a person can type")
         return answer
 
     def poll_device_flow(self, device: Mapping[str, Any], sleep: Callable[[float], None] = time.sleep,
@@ -304,8 +306,13 @@ class Provider:
         except Exception:  # noqa: BLE001 - a malformed JWKS is the provider's fault, said plainly
             raise CaasError("the provider's signing keys (JWKS) cannot be read") from None
 
+    def server_now(self) -> float:
+        """The provider's clock at its last answer (its Date header), else ours."""
+        return self.server_time if self.server_time is not None else time.time()
+
     def verify_id_token(self, id_token: str) -> Dict[str, Any]:
-        """Signature against the issuer's JWKS, then iss, aud and exp, as kube-apiserver will check."""
+        """Signature against the issuer's JWKS, then iss, aud, azp and the times, as kube-apiserver
+        will check them. Times are judged on the provider's clock (see clock.py)."""
         from joserfc import jwt
         from joserfc.errors import InvalidKeyIdError, JoseError
 
@@ -316,28 +323,41 @@ class Provider:
                 token = jwt.decode(id_token, self._keys(refetch=True), algorithms=list(ID_TOKEN_ALGORITHMS))
         except (JoseError, ValueError) as exc:
             raise AuthError(f"the ID token from {self.client.issuer} failed verification: {exc}") from None
+        from kubectl_caas import clock
+
         claims = dict(token.claims)
-        now = time.time()
+        now = self.server_now()
         if claims.get("iss") != self.issuer:
             raise AuthError(f"the ID token's issuer {claims.get('iss')!r} is not {self.issuer!r}")
         audience = claims.get("aud")
         audiences = audience if isinstance(audience, list) else [audience]
         if self.client.client_id not in audiences:
             raise AuthError(f"the ID token is not meant for client {self.client.client_id} (aud {audience!r})")
-        exp = claims.get("exp")
+        if "azp" in claims and claims["azp"] != self.client.client_id:
+            raise AuthError(f"the ID token was issued to client {claims['azp']!r}, not {self.client.client_id}")
+        exp = clock.finite_number(claims.get("exp"))
         # No leeway here: an ID token that is already expired would be handed to kubectl dead.
-        if not isinstance(exp, (int, float)) or exp <= now:
-            raise AuthError("the ID token has expired or carries no expiry",
-                            "check this machine's clock")
+        if exp is None or exp <= now:
+            raise AuthError("the ID token has expired or carries no expiry")
+        if exp - now > clock.MAX_LIFETIME:
+            raise AuthError(f"the ID token's expiry ({claims['exp']!r}) is absurd")
+        for name, meaning in (("nbf", "is not valid until"), ("iat", "claims to be issued at")):
+            if name in claims:
+                moment = clock.finite_number(claims[name])
+                if moment is None:
+                    raise AuthError(f"the ID token's {name} ({claims[name]!r}) is not a time")
+                if moment > now + clock.LEEWAY:
+                    raise AuthError(f"the ID token {meaning} {moment - now:.0f} s in the future (by the provider's "
+                                    "own clock)", "the provider is misbehaving; tell its administrators")
         return claims
 
 
 def _positive_number(value: Any, default: float) -> float:
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
-    return number if number > 0 else default
+    return number if 0 < number < float("inf") else default
 
 
 def _unverified_claims(token: str) -> Optional[Dict[str, Any]]:
@@ -349,7 +369,7 @@ def _unverified_claims(token: str) -> Optional[Dict[str, Any]]:
         return None
     try:
         padded = parts[1] + "=" * (-len(parts[1]) % 4)
-        claims = json.loads(base64.urlsafe_b64decode(padded))
+        claims = http.parse_json(base64.urlsafe_b64decode(padded))
     except (ValueError, TypeError):
         return None
     return claims if isinstance(claims, dict) else None
@@ -359,32 +379,55 @@ def _unverified_claims(token: str) -> Optional[Dict[str, Any]]:
 # Cache entries
 
 
+def _access_token_expiry(provider: Provider, access_token: str, expires_in: Any) -> float:
+    """When the access token expires, on the provider's clock: its JWT `exp` (IAM's are JWTs, and
+    the API server checks that claim), else `expires_in` (RFC 6749), else five minutes."""
+    from kubectl_caas import clock
+
+    now = provider.server_now()
+    exp = clock.finite_number((_unverified_claims(access_token) or {}).get("exp"))
+    if exp is not None and now < exp <= now + clock.MAX_LIFETIME:
+        return exp
+    lifetime = clock.finite_number(expires_in)
+    if lifetime is not None and 0 < lifetime <= clock.MAX_LIFETIME:
+        return now + lifetime
+    return now + 300.0
+
+
 def entry_from_tokens(provider: Provider, tokens: Mapping[str, Any],
                       previous: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """A cache entry from a token answer, checking the ID token first.
 
     A refresh answer may omit the refresh token (not rotated) or the ID token; what it omits is
     kept from `previous`. (When the ID token is the bearer, `renew` counts its absence as a failed
-    refresh before it gets here.)
+    refresh before it gets here.) Expiries are stored in local time: when we sent the request plus
+    what the provider's clock says was left (see clock.py).
     """
-    now = time.time()
+    from kubectl_caas import clock
+
     previous = previous or {}
     kept = previous.get("tokens")
     entry_tokens: Dict[str, Any] = dict(kept) if isinstance(kept, dict) else {}
     claims = dict(previous.get("claims") or {})
+    # The token answer's times: checking the ID token may fetch keys, a later exchange.
+    sent_at, server_now = provider.sent_at, provider.server_now()
+
+    def local(expiry: float) -> Dict[str, float]:
+        issued, expires = clock.local_window(sent_at, server_now, expiry)
+        return {"issued_at": issued, "expires_at": expires}
+
     id_token = tokens.get("id_token")
     if isinstance(id_token, str) and id_token:
         claims = provider.verify_id_token(id_token)
-        entry_tokens["id"] = {"value": id_token, "expires_at": float(claims["exp"]),
-                              "issued_at": float(claims.get("iat") or now)}
+        entry_tokens["id"] = {"value": id_token, **local(float(claims["exp"]))}
     access_token = tokens.get("access_token")
     if isinstance(access_token, str) and access_token:
-        access_claims = _unverified_claims(access_token) or {}
-        if isinstance(access_claims.get("exp"), (int, float)):
-            expires_at, issued_at = float(access_claims["exp"]), float(access_claims.get("iat") or now)
-        else:
-            expires_at, issued_at = now + _positive_number(tokens.get("expires_in"), 300.0), now
-        entry_tokens["access"] = {"value": access_token, "expires_at": expires_at, "issued_at": issued_at}
+        if not access_token.isprintable() or len(access_token) > 16384:
+            raise AuthError("the OIDC provider returned an access token that is not a usable bearer token")
+        entry_tokens["access"] = {"value": access_token,
+                                  **local(_access_token_expiry(provider, access_token, tokens.get("expires_in")))}
+    offset = server_now - sent_at
+    clock.note_offset("iam", "the OIDC provider", offset, previous.get("clock_offset"))
     refresh_token = tokens.get("refresh_token") or previous.get("refresh_token")
     entry: Dict[str, Any] = {
         "version": 1,
@@ -394,9 +437,12 @@ def entry_from_tokens(provider: Provider, tokens: Mapping[str, Any],
         "claims": {k: claims[k] for k in ("sub", "preferred_username", "name", "email", "groups", "wlcg.groups")
                    if k in claims},
         "tokens": entry_tokens,
-        "metadata": provider.discover(),
-        "jwks": provider.jwks,
+        "clock_offset": offset,
     }
+    # Discovery and keys are cached only to save round trips; oversized ones are fetched again.
+    for key, document in (("metadata", provider.discover()), ("jwks", provider.jwks)):
+        if document and len(json.dumps(document)) <= MAX_CACHED_DOCUMENT:
+            entry[key] = document
     if refresh_token:
         entry["refresh_token"] = refresh_token
     if provider.client.client_secret:
@@ -424,15 +470,14 @@ def device_login(provider: Provider, announce: Callable[[Mapping[str, Any]], Non
 
 
 def announce_on_stderr(device: Mapping[str, Any]) -> None:
-    out = sys.stderr
-    print(f"To sign in, open {device['verification_uri']} and enter the code {device['user_code']}", file=out)
+    show(f"To sign in, open {device['verification_uri']} and enter the code {device['user_code']}")
     complete = device.get("verification_uri_complete")
     if isinstance(complete, str) and complete:
-        print(f"or open {complete}", file=out)
+        show(f"or open {complete}")
     expires = device.get("expires_in")
     if expires:
-        print(f"(the code is valid for {int(_positive_number(expires, 600) // 60) or 1} min; waiting...)", file=out)
-    out.flush()
+        show(f"(the code is valid for {int(min(_positive_number(expires, 600), 3600) // 60) or 1} min; waiting...)")
+    sys.stderr.flush()
 
 
 def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interactive: bool) -> Dict[str, Any]:
@@ -456,5 +501,16 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
             why = f"the refresh token was refused ({exc.error})"
     if not interactive:
         raise LoginRequired(f"cannot renew the token from {client.issuer}: {why}", "run `kubectl iam login`")
-    print(f"kubectl-iam: {why}; sign in again", file=sys.stderr)
+    show(f"kubectl-iam: {why}; sign in again")
     return device_login(provider, announce_on_stderr)
+
+
+def _server_time(response: requests.Response) -> Optional[float]:
+    """The Date header (RFC 9110 §6.6.1) as a timestamp, or None when absent or unreadable."""
+    try:
+        moment = email.utils.parsedate_to_datetime(response.headers.get("Date") or "")
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment is None or moment.tzinfo is None:
+        return None
+    return moment.timestamp()

@@ -216,7 +216,7 @@ def login(
             raise UsageError("no application credential secret",
                              "set OS_APPLICATION_CREDENTIAL_SECRET or use --application-credential-secret-stdin")
         identity.application_credential_id = app_cred_id
-        access = keystone.application_credential_login(app_cred_id, secret)
+        access = keystone.application_credential_login(app_cred_id, secret, expect_identity=False)
         identity.user, identity.project = access.username, access.project_name
         identity.user_id = identity.project_id = None
         identity.user_domain_id, identity.project_domain_id = access.user_domain_id, access.project_domain_id

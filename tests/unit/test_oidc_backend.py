@@ -22,7 +22,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 from requests.structures import CaseInsensitiveDict
 
-from kubectl_caas import cache, exec_plugin, oidc
+from kubectl_caas import cache, exec_plugin, http, oidc
 from kubectl_caas.errors import AuthError, CaasError, LoginRequired, UsageError
 
 ISSUER = "https://iam.example.org"  # as the user configures it
@@ -490,7 +490,7 @@ def test_plain_http_endpoint_announced_by_an_https_issuer_is_refused(iam):
     iam.metadata["device_authorization_endpoint"] = "http://iam.example.org/devicecode"
     with pytest.raises(CaasError) as caught:
         provider().start_device_flow()
-    assert "not https" in str(caught.value)
+    assert "is not an https:// URL" in str(caught.value)
     assert [s.url for s in iam.requests] == [DISCOVERY_URL]
 
 
@@ -561,23 +561,23 @@ def _padded(size: int) -> Dict[str, Any]:
 
 
 def test_oversized_body_is_refused_with_one_clear_error(iam):
-    iam.always(DEVICE_URL, (200, _padded(oidc.MAX_JSON_BYTES + 1)))
+    iam.always(DEVICE_URL, (200, _padded(http.MAX_ANSWER_BYTES + 1)))
     with pytest.raises(CaasError) as caught:
         provider().start_device_flow()
     assert "oversized" in str(caught.value) and "HTTP 200" in str(caught.value)
 
 
 def test_body_at_the_size_limit_is_still_read(iam):
-    iam.always(DEVICE_URL, (200, _padded(oidc.MAX_JSON_BYTES)))
+    iam.always(DEVICE_URL, (200, _padded(http.MAX_ANSWER_BYTES)))
     assert provider().start_device_flow()["device_code"] == "dc-1"
 
 
 def test_oversized_body_is_not_downloaded_beyond_the_limit(iam):
-    body = EndlessBody(32 * oidc.MAX_JSON_BYTES)
+    body = EndlessBody(32 * http.MAX_ANSWER_BYTES)
     iam.always(DEVICE_URL, (200, body))
     with pytest.raises(CaasError):
         provider().start_device_flow()
-    assert body.read_bytes <= 2 * oidc.MAX_JSON_BYTES
+    assert body.read_bytes <= 2 * http.MAX_ANSWER_BYTES
 
 
 # ---------------------------------------------------------------------------------------------
