@@ -10,37 +10,65 @@
         proxy.garble_tls()                                   # ClientHello answered with garbage
         proxy.stall_tls()                                    # ClientHello never answered
 
+    Hostile answers (a server that is broken, slow on purpose, or trying to trick the client):
+
+        proxy.respond("POST", r"/v3/auth/tokens", 201, body, "application/json", headers=[("X-Foo", "1")])
+        proxy.redirect("POST", r"/v3/auth/tokens", recorder.url_for)      # 307 to another server
+        proxy.trickle("POST", r"/token", body=b'{"a": 1}', delay=1.0)      # one body byte a second
+        proxy.trickle("GET", r"/.*", head=True)                            # even the header bytes trickle
+        proxy.huge("POST", r"/token", 3 << 29)                             # 1.5 GiB, made up on the fly
+        proxy.rewrite_json("POST", r"/v3/auth/tokens", fn)                # the real answer, edited by fn
+        proxy.connections                                                  # client connections open now
+
 Everything else is forwarded to the upstream (verified with its CA). The upstream origin is
 rewritten to the proxy's in forwarded bodies and headers: an OpenID discovery document names
 absolute endpoint URLs, and without the rewrite the client would bypass the proxy after discovery.
 
 :class:`GarbageTLSServer` answers any ClientHello with bytes that are not TLS (a handshake
 failure); :class:`ConnectBlackHole` is a port whose connections never complete (a connect
-timeout). Everything listens on 127.0.0.1 only.
+timeout). Everything listens on 127.0.0.1 only. ``stop()`` closes the connections still open and
+waits for their threads, so nothing the proxy started outlives it (a slow answer also stops by
+itself when its client goes away, and after HANG_LIMIT at the latest).
+
+The "other host" a redirect points at, and helpers for hostile bodies, are in
+:mod:`tests.servers.hostile`.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import re
+import select
 import socket
 import ssl
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
-__all__ = ["Fault", "Seen", "FaultProxy", "GarbageTLSServer", "ConnectBlackHole", "GARBAGE"]
+__all__ = ["Fault", "Seen", "FaultProxy", "GarbageTLSServer", "ConnectBlackHole", "GARBAGE", "Headers",
+           "JsonEdit", "FRAMINGS"]
 
 PathLike = Union[str, Path]
+Headers = List[Tuple[str, str]]
+# rewrite_json's callback: (status, headers, parsed JSON or None) -> (status, headers, new JSON or raw bytes)
+JsonEdit = Callable[[int, Headers, Any], Tuple[int, Headers, Any]]
+# How a streamed body's end is told: by Content-Length, by chunked encoding, or by closing the connection.
+FRAMINGS = ("length", "chunked", "close")
 
 HOST = "127.0.0.1"
 # A hung answer or stalled handshake is released after this at the latest, so that a test that
 # forgets stop() cannot leave threads waiting for ever.
 HANG_LIMIT = 120.0
 UPSTREAM_TIMEOUT = 60.0
+# How long stop() waits for the connection threads once it has closed their sockets.
+STOP_JOIN = 5.0
+# A slow answer looks at its client (gone?) and at the proxy (stopping?) this often.
+POLL = 0.05
 # Not a TLS record: the first byte is no valid content type, so the client's handshake fails.
 GARBAGE = b"this is not TLS, just some bytes from a broken middlebox\r\n" * 4
 
@@ -53,8 +81,11 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding
 class Fault:
     """What to do instead of forwarding a request whose method and path match.
 
-    ``kind``: "respond" (status, body, content type), "hang" (read the request, never answer) or
-    "close" (read the request, drop the connection). ``times``: only the first N matching
+    ``kind``: "respond" (status, body, content type, extra headers), "hang" (read the request,
+    never answer), "close" (read the request, drop the connection), "redirect" (status and
+    ``location``), "trickle" (body, and with ``head`` the header bytes too, one byte per
+    ``delay``), "huge" (a body of ``size`` bytes made up ``chunk`` bytes at a time) or
+    "rewrite_json" (forward, then ``edit`` the JSON answer). ``times``: only the first N matching
     requests, then pass through; None for every one.
     """
 
@@ -63,9 +94,17 @@ class Fault:
     kind: str
     status: int = 503
     body: bytes = b""
-    content_type: str = "text/html; charset=utf-8"
+    content_type: Optional[str] = "text/html; charset=utf-8"
     times: Optional[int] = None
     used: int = 0
+    headers: Headers = field(default_factory=list)
+    location: Union[str, Callable[[str], str], None] = None  # a URL, or a function of the request's path
+    delay: float = 1.0
+    framing: str = "length"
+    head: bool = False
+    size: int = 0
+    chunk: int = 65536
+    edit: Optional[JsonEdit] = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.used >= self.times:
@@ -82,12 +121,62 @@ class Seen:
     outcome: str
 
 
-class _Server(ThreadingHTTPServer):
+class TrackedServer(ThreadingHTTPServer):
+    """A threading HTTP server on 127.0.0.1 that keeps a handle on every connection it serves.
+
+    ``close_connections()`` shuts those sockets down, which wakes a thread blocked on reading or
+    writing, and waits for the threads: a stopped server leaves none behind.
+    """
+
     daemon_threads = True
+    thread_name = "tracked-server"  # connection threads are named "<thread_name>-<port>-conn"
+
+    def __init__(self, handler: type) -> None:
+        self._live: Dict[threading.Thread, socket.socket] = {}
+        self._live_lock = threading.Lock()
+        super().__init__((HOST, 0), handler)
+
+    def process_request(self, request: socket.socket, client_address: Tuple[str, int]) -> None:  # type: ignore[override]
+        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True,
+                                  name=f"{self.thread_name}-{self.server_address[1]}-conn")
+        with self._live_lock:
+            # A second handle on the same connection: it survives the TLS wrap, which detaches `request`.
+            self._live[thread] = request.dup()
+        thread.start()
+
+    def process_request_thread(self, request: socket.socket, client_address: Tuple[str, int]) -> None:  # type: ignore[override]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._live_lock:
+                handle = self._live.pop(threading.current_thread(), None)
+                if handle is not None:
+                    handle.close()
+
+    @property
+    def live_connections(self) -> int:
+        with self._live_lock:
+            return len(self._live)
+
+    def close_connections(self, timeout: float = STOP_JOIN) -> None:
+        with self._live_lock:
+            threads = list(self._live)
+            for handle in self._live.values():
+                try:
+                    handle.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class _Server(TrackedServer):
+    thread_name = "fault-proxy"
 
     def __init__(self, proxy: FaultProxy) -> None:
         self.proxy = proxy
-        super().__init__((HOST, 0), _Handler)
+        super().__init__(_Handler)
 
     def finish_request(self, request: socket.socket, client_address: Tuple[str, int]) -> None:  # type: ignore[override]
         # TLS is set up here, in the connection's own thread, so a client stuck in its handshake
@@ -110,6 +199,49 @@ class _Server(ThreadingHTTPServer):
             pass  # the client closed the connection mid-answer
         finally:
             tls.close()
+
+
+def read_request_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """The request body, whether sent with a Content-Length or chunked."""
+    if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        chunks = []
+        while True:
+            size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            chunks.append(handler.rfile.read(size))
+            handler.rfile.readline()
+    length = int(handler.headers.get("Content-Length") or 0)
+    return handler.rfile.read(length) if length else b""
+
+
+def response_head(status: int, headers: Headers) -> bytes:
+    """Status line and header block of an HTTP/1.1 answer, as bytes (latin-1, as HTTP has it)."""
+    reason = http.client.responses.get(status, "Unknown")
+    lines = [f"HTTP/1.1 {status} {reason}"] + [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def has_header(headers: Headers, name: str) -> bool:
+    return any(key.lower() == name.lower() for key, _ in headers)
+
+
+def framing_headers(framing: str, length: int) -> Headers:
+    """The headers that tell where a streamed body of ``length`` bytes ends."""
+    if framing == "length":
+        return [("Content-Length", str(length))]
+    if framing == "chunked":
+        return [("Transfer-Encoding", "chunked")]
+    if framing == "close":
+        return [("Connection", "close")]
+    raise ValueError(f"framing must be one of {FRAMINGS}, not {framing!r}")
+
+
+def frame(framing: str, data: bytes) -> bytes:
+    """One piece of a streamed body, as it goes on the wire."""
+    return b"%x\r\n%s\r\n" % (len(data), data) if framing == "chunked" else data
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -141,24 +273,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        elif fault.kind == "redirect":
+            self._redirect(fault)
+        elif fault.kind == "trickle":
+            self._trickle(fault)
+        elif fault.kind == "huge":
+            self._huge(fault)
+        elif fault.kind == "rewrite_json":
+            self._forward(body, fault.edit)
         else:
-            self._send(fault.status, [("Content-Type", fault.content_type)], fault.body)
+            headers = list(fault.headers)
+            if fault.content_type is not None and not has_header(headers, "Content-Type"):
+                headers.insert(0, ("Content-Type", fault.content_type))
+            self._send(fault.status, headers, fault.body)
 
     def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        return read_request_body(self)
 
-    def _forward(self, body: bytes) -> None:
+    def _forward(self, body: bytes, edit: Optional[JsonEdit] = None) -> None:
         proxy = self.server.proxy
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"host", "accept-encoding"}}
         headers["Host"] = proxy.upstream_netloc
@@ -180,16 +312,137 @@ class _Handler(BaseHTTPRequestHandler):
             return
         finally:
             upstream.close()
-        self._send(status, answer_headers, proxy.rewrite(data), reason)
+        data = proxy.rewrite(data)
+        if edit is not None:
+            status, answer_headers, data = edit_json(edit, status, answer_headers, data)
+            reason = None  # the upstream's reason phrase may not fit the new status
+        self._send(status, answer_headers, data, reason)
 
-    def _send(self, status: int, headers: List[Tuple[str, str]], body: bytes, reason: Optional[str] = None) -> None:
+    def _send(self, status: int, headers: Headers, body: bytes, reason: Optional[str] = None) -> None:
+        """Answer at once. A Content-Length among ``headers`` is sent instead of the body's real one
+        (a lying server); the connection is then closed after the answer."""
         self.send_response(status, reason)
         for key, value in headers:
             self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
+        if has_header(headers, "Content-Length"):
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _redirect(self, fault: Fault) -> None:
+        location = fault.location(self.path) if callable(fault.location) else fault.location
+        text = f"<html><body>Moved to <a href=\"{location}\">{location}</a></body></html>".encode()
+        self._send(fault.status, [("Location", str(location)), ("Content-Type", "text/html; charset=utf-8"),
+                                  *fault.headers], text)
+
+    # -- slow and endless answers: each piece of work checks that it may go on
+
+    def _may_go_on(self, seconds: float, deadline: float) -> bool:
+        """Wait ``seconds``; False as soon as the proxy stops, the hang limit is reached, or the
+        client goes away. A client in the middle of reading an answer sends nothing, so anything to
+        read on its connection (its FIN, a TLS close_notify, a reset) means it gave up."""
+        proxy = self.server.proxy
+        until = time.monotonic() + seconds
+        while True:
+            if proxy._released.is_set():
+                return False
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            if now >= until:
+                return True
+            try:
+                readable, _, _ = select.select([self.connection], [], [], min(POLL, until - now))
+            except (OSError, ValueError):
+                return False  # the socket is closed already
+            if readable:
+                return False
+
+    def _write(self, data: bytes) -> bool:
+        try:
+            self.wfile.write(data)
+            return True
+        except OSError:
+            return False
+
+    def _trickle_out(self, data: bytes, delay: float, deadline: float) -> bool:
+        """Send ``data`` one byte per ``delay``; False if cut short."""
+        for i in range(len(data)):
+            if not self._may_go_on(delay, deadline) or not self._write(data[i:i + 1]):
+                return False
+        return True
+
+    def _stream_head(self, fault: Fault, length: int) -> Headers:
+        headers = list(fault.headers)
+        if fault.content_type is not None and not has_header(headers, "Content-Type"):
+            headers.insert(0, ("Content-Type", fault.content_type))
+        return headers + framing_headers(fault.framing, length)
+
+    def _trickle(self, fault: Fault) -> None:
+        self.close_connection = True  # whatever happens, this connection ends with the answer
+        deadline = time.monotonic() + HANG_LIMIT
+        head = response_head(fault.status, self._stream_head(fault, len(fault.body)))
+        if fault.head:
+            if not self._trickle_out(head, fault.delay, deadline):
+                return
+        elif not self._write(head):
+            return
+        if self.command == "HEAD":
+            return
+        if fault.framing == "chunked":
+            # One byte of body per delay; each byte goes in a chunk of its own.
+            for i in range(len(fault.body)):
+                if not self._may_go_on(fault.delay, deadline) or not self._write(frame("chunked", fault.body[i:i + 1])):
+                    return
+            self._write(b"0\r\n\r\n")
+        else:
+            self._trickle_out(fault.body, fault.delay, deadline)
+
+    def _huge(self, fault: Fault) -> None:
+        self.close_connection = True
+        deadline = time.monotonic() + HANG_LIMIT
+        if not self._write(response_head(fault.status, self._stream_head(fault, fault.size))) or self.command == "HEAD":
+            return
+        for piece in huge_body(fault.body, fault.size, fault.chunk):
+            if not self._may_go_on(0, deadline) or not self._write(frame(fault.framing, piece)):
+                return
+        if fault.framing == "chunked":
+            self._write(b"0\r\n\r\n")
+
+
+def huge_body(prefix: bytes, size: int, chunk: int = 65536, fill: bytes = b"x") -> Iterator[bytes]:
+    """``size`` bytes in pieces of at most ``chunk``: ``prefix``, then ``fill`` repeated. Only one
+    piece is ever held, so gigabytes cost nothing. With the default prefix of :meth:`FaultProxy.huge`
+    it is the start of a JSON string that never ends."""
+    prefix = prefix[:size]
+    if prefix:
+        yield prefix
+    left = size - len(prefix)
+    block = (fill * (chunk // len(fill) + 1))[:chunk]
+    while left > 0:
+        piece = block if left >= chunk else block[:left]
+        left -= len(piece)
+        yield piece
+
+
+def edit_json(edit: JsonEdit, status: int, headers: Headers, data: bytes) -> Tuple[int, Headers, bytes]:
+    """Apply a rewrite_json callback to one answer. The callback gets the parsed body (None if it
+    is empty or not JSON) and returns new JSON (serialised with non-ASCII characters kept raw, so a
+    bidi override or a C1 control reaches the client as UTF-8) or raw bytes (sent as they are)."""
+    try:
+        parsed = json.loads(data) if data else None
+    except ValueError:
+        parsed = None
+    new_status, new_headers, new_body = edit(status, list(headers), parsed)
+    if isinstance(new_body, (bytes, bytearray)):
+        body = bytes(new_body)
+    else:
+        body = json.dumps(new_body, ensure_ascii=False).encode("utf-8")
+    kept = [(k, v) for k, v in new_headers if k.lower() not in ("content-length", "transfer-encoding")]
+    return new_status, kept, body
 
 
 class FaultProxy:
@@ -206,7 +459,7 @@ class FaultProxy:
         self.upstream_origin = f"https://{parts.netloc}"
         self.upstream_netloc = parts.netloc
         self._upstream_context = ssl.create_default_context(cafile=str(upstream_ca))
-        self._context = _server_context(cert, key)
+        self._context = server_context(cert, key)
         self._tls_mode: Optional[str] = None
         self._faults: List[Fault] = []
         self._seen: List[Seen] = []
@@ -228,12 +481,14 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
-        """Stop listening (the port then refuses connections) and release hung answers."""
+        """Stop listening (the port then refuses connections), release hung and slow answers, close
+        the connections still open and wait for their threads."""
         self._released.set()
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
             server.server_close()
+            server.close_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -258,9 +513,56 @@ class FaultProxy:
         return fault
 
     def respond(self, method: str, path: str, status: int, body: Union[bytes, str] = b"",
-                content_type: str = "text/html; charset=utf-8", times: Optional[int] = None) -> Fault:
-        data = body.encode() if isinstance(body, str) else body
-        return self.add(Fault(method, path, "respond", status, data, content_type, times))
+                content_type: Optional[str] = "text/html; charset=utf-8", times: Optional[int] = None,
+                headers: Optional[Headers] = None) -> Fault:
+        """Answer with this status and body. ``headers`` are sent too, in order; a Content-Type
+        among them replaces ``content_type`` (None: no Content-Type at all), and a Content-Length
+        among them is sent instead of the true one (the connection is closed after the answer)."""
+        return self.add(Fault(method, path, "respond", status, _bytes(body), content_type, times,
+                              headers=list(headers or [])))
+
+    def redirect(self, method: str, path: str, location: Union[str, Callable[[str], str]], status: int = 307,
+                 times: Optional[int] = None, headers: Optional[Headers] = None) -> Fault:
+        """Answer with a 3xx ``status`` and ``Location: location``, sent as given (absolute,
+        relative, another scheme...). ``location`` may be a function of the request's path and
+        query, e.g. ``recorder.url_for``: the same path at another server."""
+        if not 300 <= status < 400:
+            raise ValueError(f"a redirect status is 3xx, not {status}")
+        return self.add(Fault(method, path, "redirect", status, times=times, location=location,
+                              headers=list(headers or [])))
+
+    def trickle(self, method: str, path: str, body: Union[bytes, str] = b'{"status": "slow"}', delay: float = 1.0,
+                status: int = 200, content_type: Optional[str] = "application/json", headers: Optional[Headers] = None,
+                framing: str = "length", head: bool = False, times: Optional[int] = None) -> Fault:
+        """A slow-loris answer: the status line and headers at once, then the body one byte every
+        ``delay`` seconds, so no single read ever waits long enough to time out. ``framing``:
+        "length" (a Content-Length for the whole body), "chunked" (one chunk per byte) or "close"
+        (no length: the body ends when the connection does). ``head=True`` trickles the status
+        line and headers too, one byte per ``delay``. Stops when the client goes away, when the
+        proxy stops, or after HANG_LIMIT."""
+        if framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {FRAMINGS}, not {framing!r}")
+        return self.add(Fault(method, path, "trickle", status, _bytes(body), content_type, times,
+                              headers=list(headers or []), delay=delay, framing=framing, head=head))
+
+    def huge(self, method: str, path: str, size: int, status: int = 200, content_type: Optional[str] = "application/json",
+             chunk: int = 65536, prefix: Union[bytes, str] = b'{"padding": "', framing: str = "length",
+             headers: Optional[Headers] = None, times: Optional[int] = None) -> Fault:
+        """An answer of ``size`` bytes (announced in Content-Length with the default framing),
+        made up ``chunk`` bytes at a time as the client reads: ``prefix``, then "x" for ever, so
+        with the default prefix a JSON string that never ends. Stops when the client goes away or
+        the proxy stops."""
+        if framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {FRAMINGS}, not {framing!r}")
+        return self.add(Fault(method, path, "huge", status, _bytes(prefix), content_type, times,
+                              headers=list(headers or []), size=size, chunk=chunk, framing=framing))
+
+    def rewrite_json(self, method: str, path: str, fn: JsonEdit, times: Optional[int] = None) -> Fault:
+        """Forward to the upstream, then answer with ``fn(status, headers, parsed_json)``, which
+        returns ``(status, headers, new_json)``. ``headers`` are the upstream's (X-Subject-Token
+        included) as a list of pairs; ``parsed_json`` is None if the body is empty or not JSON;
+        ``new_json`` may also be bytes, sent as they are. Content-Length is recomputed."""
+        return self.add(Fault(method, path, "rewrite_json", times=times, edit=fn))
 
     def hang(self, method: str, path: str, times: Optional[int] = None) -> Fault:
         return self.add(Fault(method, path, "hang", times=times))
@@ -275,7 +577,7 @@ class FaultProxy:
 
     def use_certificate(self, cert: PathLike, key: PathLike) -> None:
         """Serve this certificate to connections from now on (e.g. one the client does not trust)."""
-        self._context = _server_context(cert, key)
+        self._context = server_context(cert, key)
 
     def garble_tls(self) -> None:
         """Answer every new connection's ClientHello with bytes that are not TLS."""
@@ -286,6 +588,12 @@ class FaultProxy:
         self._tls_mode = "stall"
 
     # -- what happened
+
+    @property
+    def connections(self) -> int:
+        """Client connections open now (each has its own thread): 0 once slow answers have ended."""
+        server = self._server
+        return server.live_connections if server is not None else 0
 
     @property
     def seen(self) -> List[Seen]:
@@ -325,10 +633,18 @@ class FaultProxy:
         return self.rewrite(value.encode("latin-1")).decode("latin-1")
 
 
-def _server_context(cert: PathLike, key: PathLike) -> ssl.SSLContext:
+def _bytes(data: Union[bytes, str]) -> bytes:
+    return data.encode() if isinstance(data, str) else data
+
+
+def server_context(cert: PathLike, key: PathLike) -> ssl.SSLContext:
+    """A TLS server context serving this certificate chain and key."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(cert), str(key))
     return context
+
+
+_server_context = server_context  # the earlier name
 
 
 def answer_hello_with_garbage(sock: socket.socket) -> None:
