@@ -406,6 +406,34 @@ def test_rewrite_json_can_drop_the_token_header(keystone_proxy, keystone_user, w
     assert answer.json()["token"]["user"]["name"] == user
 
 
+def test_rewrite_json_edits_a_real_device_authorization_answer(oidc_provider, oidc_pki, web):
+    hostile = control_chars_sample()
+
+    def edit(status, headers, body):
+        # The proxy has already put its own origin in place of the provider's.
+        assert body["verification_uri"].startswith(proxy.url)
+        return status, headers, {**body, "verification_uri_complete": "javascript:alert(1)",
+                                 "verification_uri": "-oProxyCommand=sh", "user_code": hostile}
+
+    with FaultProxy(oidc_provider.issuer, oidc_pki.server_cert, oidc_pki.server_key,
+                    upstream_ca=oidc_provider.ca_cert) as proxy:
+        proxy.rewrite_json("POST", "/device/auth", edit)
+        answer = web.post(proxy.url + "/device/auth", data={"client_id": oidc_provider.client_id, "scope": "openid"},
+                          verify=str(oidc_pki.ca_cert), timeout=10)
+    assert answer.status_code == 200, answer.text
+    document = answer.json()
+    assert document["verification_uri_complete"] == "javascript:alert(1)"
+    assert document["verification_uri"] == "-oProxyCommand=sh"
+    assert document["user_code"] == hostile
+    assert document["device_code"] and document["expires_in"] == 600  # the rest is the provider's own
+
+
+def test_a_failing_rewrite_json_callback_answers_500(proxy, web):
+    proxy.rewrite_json("GET", "/x", lambda status, headers, body: 1 / 0)
+    answer = web.get(proxy.url + "/x", timeout=10)
+    assert answer.status_code == 500 and "ZeroDivisionError" in answer.text
+
+
 def test_rewrite_json_gets_none_for_a_non_json_body_and_may_answer_raw_bytes(proxy, upstream, web):
     upstream.answer(200, "<html>not json</html>", "text/html")
     seen = []

@@ -314,7 +314,12 @@ class _Handler(BaseHTTPRequestHandler):
             upstream.close()
         data = proxy.rewrite(data)
         if edit is not None:
-            status, answer_headers, data = edit_json(edit, status, answer_headers, data)
+            try:
+                status, answer_headers, data = edit_json(edit, status, answer_headers, data)
+            except Exception as exc:  # a broken callback is the test's bug: make it plain, not a dropped connection
+                message = f"fault proxy: the rewrite_json callback failed: {type(exc).__name__}: {exc}"
+                self._send(500, [("Content-Type", "text/plain")], message.encode())
+                return
             reason = None  # the upstream's reason phrase may not fit the new status
         self._send(status, answer_headers, data, reason)
 
