@@ -43,6 +43,7 @@ CACHE_KEY_FIELDS = {
 }
 
 MAX_RENEW_MARGIN = 60.0
+LAST_EXPIRY = 253402300799.0  # 9999-12-31T23:59:59Z, the last moment an RFC 3339 timestamp can say
 
 
 def renew_margin(lifetime: float) -> float:
@@ -111,13 +112,19 @@ def exec_info() -> Tuple[str, Optional[bool]]:
         return DEFAULT_EXEC_API_VERSION, None
     try:
         info = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return DEFAULT_EXEC_API_VERSION, None
     if not isinstance(info, dict):
         return DEFAULT_EXEC_API_VERSION, None
     version = info.get("apiVersion")
-    if version not in EXEC_API_VERSIONS:
+    if version is None:
         version = DEFAULT_EXEC_API_VERSION
+    elif version not in EXEC_API_VERSIONS:
+        # Answering in another version than asked fails in kubectl anyway, with a vaguer message.
+        raise CaasError(f"kubectl asked for an ExecCredential of apiVersion {str(version)[:80]!r}, which "
+                        f"kubectl-caas does not speak", "set the kubeconfig user's exec apiVersion to "
+                        f"{DEFAULT_EXEC_API_VERSION} (kubectl 1.22 or newer), e.g. by logging in again",
+                        EXIT_USAGE)
     spec = info.get("spec")
     interactive = spec.get("interactive") if isinstance(spec, dict) else None
     return version, interactive if isinstance(interactive, bool) else None
@@ -155,9 +162,12 @@ def cached_token(entry: Optional[Mapping[str, Any]], kind: str) -> Optional[Mapp
     if not isinstance(token, dict) or not isinstance(token.get("value"), str) or not token["value"]:
         return None
     try:
-        float(token["expires_at"])
-        float(token.get("issued_at") or 0)
-    except (KeyError, TypeError, ValueError):
+        expires_at = float(token["expires_at"])
+        issued_at = float(token.get("issued_at") or 0)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    # NaN and infinity fail these comparisons too; beyond year 9999 no date can be formatted.
+    if not (0 < expires_at < LAST_EXPIRY and 0 <= issued_at < LAST_EXPIRY):
         return None
     return token
 
@@ -232,7 +242,9 @@ def get_token(plugin: str, argv: List[str]) -> int:
         sys.stdout.write(exec_credential(api_version, token) + "\n")
         return 0
     except CaasError as exc:
-        print(f"kubectl-{plugin}: error: {exc}", file=sys.stderr)
+        from kubectl_caas.errors import report
+
+        report(plugin, exc)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"kubectl-{plugin}: interrupted", file=sys.stderr)
@@ -246,8 +258,10 @@ def report_unexpected(plugin: str, exc: BaseException, debug: bool) -> int:
         import traceback
 
         traceback.print_exc()
-    print(f"kubectl-{plugin}: unexpected error: {type(exc).__name__}: {exc} "
-          "(rerun with --debug for details and report it)", file=sys.stderr)
+    from kubectl_caas.terminal import show
+
+    show(f"kubectl-{plugin}: unexpected error: {type(exc).__name__}: {exc} "
+         "(rerun with --debug for details and report it)")
     return 1
 
 
@@ -264,17 +278,30 @@ def _renew(plugin: str, options: Dict[str, str], kind: str, path: str, interacti
         from kubectl_caas import secret_store
 
         entry = secret_store.load(plugin, path, entry)
-        if debug:
-            from kubectl_caas import http
+        from kubectl_caas import http
 
+        if debug:
             http.enable_debug()
         if plugin == "openstack":
             from kubectl_caas import keystone as backend
+            server = ("Keystone", options.get("auth-url", ""))
         else:
             from kubectl_caas import oidc as backend  # type: ignore[no-redef]
-        new_entry = backend.renew(options, entry, interactive=interactive)
+            server = ("the OIDC provider", options.get("issuer", ""))
+        if interactive:
+            new_entry = backend.renew(options, entry, interactive=True)
+        else:
+            # kubectl is waiting and nobody can answer a prompt: one time budget for the whole renewal.
+            with http.Deadline(*server):
+                new_entry = backend.renew(options, entry, interactive=False)
         token = cached_token(new_entry, kind)
         if token is None:
             raise CaasError(f"the {plugin} server returned no usable {kind} token")
-        secret_store.save(plugin, path, new_entry, options.get("token-storage"))
+        # kubectl gets the new token even when it cannot be saved (a full disk, say): the renewal
+        # happened, and a refresh token rotated by it must not be thrown away with an error.
+        problem = secret_store.save_renewed(plugin, path, new_entry, options.get("token-storage"))
+        if problem:
+            from kubectl_caas.terminal import show
+
+            show(f"kubectl-{plugin}: warning: {problem}")
         return token

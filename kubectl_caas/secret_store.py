@@ -14,6 +14,7 @@ import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from kubectl_caas import cache
+from kubectl_caas.errors import CaasError
 
 SERVICE = "kubectl-caas"
 STORAGES = ("disk", "keyring")
@@ -70,8 +71,9 @@ def _notify_once(reason: str) -> None:
         pass
 
 
-def save(plugin: str, cache_path: str, entry: Dict[str, Any], storage: Optional[str]) -> None:
-    """Write the entry; with storage 'keyring', its long-term secrets go to the keyring."""
+def _on_disk(plugin: str, cache_path: str, entry: Dict[str, Any], storage: Optional[str]) -> Dict[str, Any]:
+    """What the cache file holds for `entry`: with storage 'keyring', its long-term secrets moved
+    to the keyring (and replaced by a reference) when a keyring works."""
     import copy
 
     on_disk = copy.deepcopy(entry)
@@ -89,7 +91,39 @@ def save(plugin: str, cache_path: str, entry: Dict[str, Any], storage: Optional[
             except Exception as exc:  # noqa: BLE001 - fall back to disk rather than fail the login
                 _notify_once(f"{type(exc).__name__}")
                 on_disk = copy.deepcopy(entry)
-    cache.write_entry(cache_path, on_disk)
+    return on_disk
+
+
+def save(plugin: str, cache_path: str, entry: Dict[str, Any], storage: Optional[str]) -> None:
+    """Write the entry; with storage 'keyring', its long-term secrets go to the keyring."""
+    cache.write_entry(cache_path, _on_disk(plugin, cache_path, entry, storage))
+
+
+# Parts of an entry kept only to save round trips (OIDC discovery and keys): dropped first when the
+# whole entry cannot be written.
+DISPOSABLE = ("metadata", "jwks")
+
+
+def save_renewed(plugin: str, cache_path: str, entry: Dict[str, Any], storage: Optional[str]) -> Optional[str]:
+    """Save what a renewal produced, trying harder than `save`: the renewal already happened (and
+    may have rotated the refresh token), so failing here would throw it away. Returns None when
+    saved whole, else one line saying what was kept and what to do."""
+    try:
+        save(plugin, cache_path, entry, storage)
+        return None
+    except (OSError, CaasError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+    slim = {k: v for k, v in entry.items() if k not in DISPOSABLE}
+    try:
+        save(plugin, cache_path, slim, storage)
+        return f"the token cache is short of space ({reason}); saved the renewed token without cached discovery data"
+    except (OSError, CaasError):
+        pass
+    lost = "; the refresh token the provider just issued is lost too: run `kubectl iam login` once it is fixed" if (
+        entry.get("refresh_token") and entry.get("refresh_token") != (cache.read_entry(cache_path) or {}).get(
+            "refresh_token")) else ""
+    return (f"could not save the renewed token in the token cache ({reason}); kubectl has it, but the next "
+            f"command must renew again{lost}")
 
 
 def load(plugin: str, cache_path: str, entry: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -114,6 +148,16 @@ def load(plugin: str, cache_path: str, entry: Optional[Dict[str, Any]]) -> Optio
         else:
             _get(entry, path[:-1]).pop(path[-1], None)
     return entry
+
+
+def storage_note(plugin: str, storage: Optional[str], entry: Optional[Dict[str, Any]]) -> str:
+    """For `status`: where the entry's long-term secrets are, when the keyring was asked for."""
+    if storage != "keyring" or not entry:
+        return ""
+    on_disk = [path for path in LONG_TERM[plugin] if isinstance(_get(entry, path), str)]
+    if on_disk:
+        return ", long-term secret on disk in the 0600 token cache (the keyring asked for was unavailable)"
+    return ", long-term secret in the keyring"
 
 
 def forget(plugin: str, cache_path: str) -> None:

@@ -15,8 +15,8 @@ try:  # typer >= 0.25 carries its own copy of click
 except ImportError:  # pragma: no cover - older typer on older Pythons
     from click import exceptions as click_exc
 
-from kubectl_caas.errors import EXIT_CODES_HELP, EXIT_USAGE, CaasError, UsageError
-from kubectl_caas.terminal import prompt_secret  # noqa: F401 - the CLIs ask through common
+from kubectl_caas.errors import EXIT_CODES_HELP, EXIT_USAGE, CaasError, UsageError, report
+from kubectl_caas.terminal import printable, prompt_secret, show  # noqa: F401 - the CLIs ask and show through common
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -28,12 +28,25 @@ def new_app(help_text: str) -> typer.Typer:
 
 
 def say(message: str) -> None:
-    """Everything for humans goes to stderr; stdout is for results."""
-    print(message, file=sys.stderr)
+    """Everything for humans goes to stderr; stdout is for results. Control characters in what a
+    server chose (names, messages) are shown escaped, never obeyed by the terminal."""
+    show(message)
+
+
+def result(line: str) -> None:
+    """One line of a command's result on stdout, escaped like everything else shown."""
+    show(line, sys.stdout)
+
+
+def shell_quote(word: str) -> str:
+    """`word` as a POSIX shell reads it back, for commands we suggest."""
+    import shlex
+
+    return shlex.quote(word)
 
 
 def fail(plugin: str, exc: CaasError) -> NoReturn:
-    print(f"kubectl-{plugin}: error: {exc}", file=sys.stderr)
+    report(plugin, exc)
     raise SystemExit(exc.exit_code)
 
 
@@ -53,7 +66,7 @@ def run_app(app: typer.Typer, plugin: str, argv: List[str]) -> NoReturn:
         raise SystemExit(0)
     except click_exc.UsageError as exc:
         hint = f"see `kubectl-{plugin} {exc.ctx.info_name if exc.ctx and exc.ctx.parent else ''} --help`"
-        print(f"kubectl-{plugin}: error: {exc.format_message().rstrip('.')}; {' '.join(hint.split())}", file=sys.stderr)
+        show(f"kubectl-{plugin}: error: {exc.format_message().rstrip('.')}; {' '.join(hint.split())}")
         raise SystemExit(EXIT_USAGE)
     except _ABORT:
         print(f"kubectl-{plugin}: interrupted", file=sys.stderr)
@@ -61,7 +74,7 @@ def run_app(app: typer.Typer, plugin: str, argv: List[str]) -> NoReturn:
     except _EXIT as exc:
         raise SystemExit(exc.exit_code)
     except click_exc.ClickException as exc:
-        print(f"kubectl-{plugin}: error: {exc.format_message()}", file=sys.stderr)
+        show(f"kubectl-{plugin}: error: {exc.format_message()}")
         raise SystemExit(exc.exit_code)
     except KeyboardInterrupt:
         print(f"kubectl-{plugin}: interrupted", file=sys.stderr)
@@ -222,6 +235,33 @@ def plugin_contexts(plugin: str, context: Optional[str], all_: bool, kubeconfig_
         raise UsageError(f"context {wanted!r} does not use kubectl-{plugin}",
                          f"contexts that do: {', '.join(c[0] for c in ours) or 'none'}")
     return merged, chosen
+
+
+# A namespace name is an RFC 1123 label: what kubectl and the API server accept.
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def check_namespace(namespace: Optional[str]) -> Optional[str]:
+    if namespace and not _NAMESPACE.match(namespace):
+        raise UsageError(f"{namespace!r} is not a valid Kubernetes namespace",
+                         "use at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit")
+    return namespace
+
+
+def derived_namespace(name: str, what: str) -> Optional[str]:
+    """`name` in lower case when that is a valid namespace; otherwise None, and say how to pick one."""
+    namespace = name.lower()
+    if _NAMESPACE.match(namespace):
+        return namespace
+    say(f"kubectl-caas: {what} does not make a valid Kubernetes namespace, so the context names none; "
+        "pass --namespace NAME (your administrators know which) to set one")
+    return None
+
+
+def exec_options(plugin: str, args: List[str]) -> Dict[str, str]:
+    from kubectl_caas.exec_plugin import exec_options as parse
+
+    return parse(plugin, args)
 
 
 def cache_entry_for(plugin: str, args: List[str]):

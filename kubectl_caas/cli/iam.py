@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-import webbrowser
 from typing import Any, Dict, Mapping, Optional
 
 import typer
 
-from kubectl_caas import cache, kubeconfig, secret_store
+from kubectl_caas import browser, cache, kubeconfig, secret_store
 from kubectl_caas.cli import common
 from kubectl_caas.cli.common import say
 from kubectl_caas.errors import CaasError, UsageError
@@ -74,16 +73,6 @@ def _context_name(settings: Settings, issuer: str, host: str) -> str:
     return name or "iam-" + re.sub(r"[^A-Za-z0-9.-]+", "-", host)
 
 
-def _open_browser(url: str) -> bool:
-    """Open a browser only where one can show: a desktop session, or macOS."""
-    if sys.platform != "darwin" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return False
-    try:
-        return webbrowser.get().open(url, new=2)
-    except webbrowser.Error:
-        return False
-
-
 @app.command()
 def login(
     issuer: Optional[str] = Issuer, client_id: Optional[str] = ClientId,
@@ -117,7 +106,7 @@ def login(
     server_url = common.require_https_server(settings.get("server", ["CAAS_SERVER"]), settings.hint("server"))
     ca_data = common.read_ca_data(settings.get("certificate_authority", ["CAAS_CERTIFICATE_AUTHORITY"]))
     context_name = context or _context_name(settings, client.issuer, client.host)
-    namespace = namespace or settings.config.get("namespace")
+    namespace = common.check_namespace(namespace or settings.config.get("namespace"))
     same_user = common.same_exec_identity(PLUGIN, {"issuer": client.issuer, "client-id": client.client_id})
     # Refuse a broken kubeconfig or a conflicting context before the person spends time in the browser.
     kubeconfig.check_before_login(context_name, server_url, same_user, kubeconfig_path, force)
@@ -127,7 +116,7 @@ def login(
     def announce(device: Mapping[str, Any]) -> None:
         oidc.announce_on_stderr(device)
         target = device.get("verification_uri_complete") or device["verification_uri"]
-        if not no_browser and _open_browser(str(target)):
+        if not no_browser and browser.open_url(str(target)):
             say("(opened it in your browser)")
 
     storage = common.token_storage(token_storage)
@@ -177,17 +166,18 @@ def status(
     """
     for marker, name, options, entry in common.status_rows(PLUGIN, context, kubeconfig_path, debug):
         if not entry:
-            print(f"{marker} {name}: {options.get('issuer')}, logged out")
+            common.result(f"{marker} {name}: {options.get('issuer')}, logged out")
             continue
         claims = entry.get("claims") or {}
         kind = options.get("token") or "id"
         bearer = (entry.get("tokens") or {}).get(kind) or {}
         groups = claims.get("groups") or claims.get("wlcg.groups") or []
         who, sub = claims.get("preferred_username", "?"), claims.get("sub", "?")
-        print(f"{marker} {name}: {who}{'' if sub == who else f' (sub {sub})'} at "
-              f"{entry.get('issuer')}, groups {', '.join(map(str, groups)) or '-'}, {kind} token "
-              f"{common.describe_expiry(bearer.get('expires_at'))}, refresh token "
-              f"{'held' if entry.get('refresh_token') else 'none'}")
+        storage = secret_store.storage_note(PLUGIN, options.get("token-storage"), entry)
+        common.result(f"{marker} {name}: {who}{'' if sub == who else f' (sub {sub})'} at "
+                      f"{entry.get('issuer')}, groups {', '.join(map(str, groups)) or '-'}, {kind} token "
+                      f"{common.describe_expiry(bearer.get('expires_at'))}, refresh token "
+                      f"{'held' if entry.get('refresh_token') else 'none'}{storage}")
 
 
 @app.command()

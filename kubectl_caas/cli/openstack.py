@@ -14,7 +14,7 @@ import typer
 
 from kubectl_caas import cache, kubeconfig, secret_store
 from kubectl_caas.cli import common
-from kubectl_caas.cli.common import say
+from kubectl_caas.cli.common import printable, say
 from kubectl_caas.errors import AuthError, CaasError, NetworkError, UsageError
 from kubectl_caas.settings import Settings
 
@@ -127,8 +127,10 @@ def _write(identity, entry: Dict[str, Any], server: str, ca_data: Optional[str],
     With `keystone` (a password login just happened), the application credential that an earlier
     login of this identity created is deleted, so re-logins do not pile them up on the server.
     """
-    project_name = entry["project"]["name"]
-    context = context or project_name.lower()
+    project = entry["project"]
+    context = context or _derived_context(identity, project, kubeconfig_path)
+    if not namespace:
+        namespace = common.derived_namespace(project["name"], f"project {project['name']!r}")
     args = common.login_args(identity.exec_args(), storage)
     previous = common.store_login(PLUGIN, args, entry, storage).get("application_credential") or {}
     if keystone is not None and previous.get("created_by_login") and previous.get("id") != \
@@ -142,9 +144,36 @@ def _write(identity, entry: Dict[str, Any], server: str, ca_data: Optional[str],
         context=context, cluster=common.cluster_name_for(server), server=server,
         user=f"{entry['user']['name']}@{context}",
         user_body=common.exec_user(PLUGIN, args),
-        namespace=namespace or project_name.lower(), certificate_authority_data=ca_data)
+        namespace=namespace, certificate_authority_data=ca_data)
     kubeconfig.upsert(kube_entry, explicit_path=kubeconfig_path, force=force, same_user=_same_user(identity))
     return context
+
+
+def _derived_context(identity, project: Dict[str, Any], kubeconfig_path: Optional[str]) -> str:
+    """The project's name in lower case, as the Go plugin named contexts; but when a context of that
+    name is already another project's (CMS and cms in two domains, or in the same --all-projects
+    run), a suffix from this project's id, with a notice, instead of silently taking it over."""
+    name = project["name"].lower()
+    merged = kubeconfig.load(kubeconfig.resolve_paths(kubeconfig_path))
+    for context, _body, args in kubeconfig.contexts_of_plugin(merged, COMMAND):
+        if context != name:
+            continue
+        try:
+            options = common.exec_options(PLUGIN, args)
+        except CaasError:
+            return name  # not a context we can read: the usual conflict check decides
+        same_domain = options.get("project-domain-id") in (None, project.get("domain_id"))
+        same = options.get("auth-url") == identity.auth_url and same_domain and (
+            options.get("project-id") == project["id"] or options.get("project") == project["name"])
+        if same:
+            return name
+        other = options.get("project") or options.get("project-id")
+        unique_name = f"{name}-{project['id'][:8]}"
+        say(f"kubectl-openstack: context {name!r} is already project {other}'s; project {project['name']} gets "
+            f"context {unique_name!r} (namespace {name!r} is assumed for both: if yours differs, log in again with "
+            f"--context {common.shell_quote(unique_name)} --namespace NAME)")
+        return unique_name
+    return name
 
 
 @app.command()
@@ -186,7 +215,7 @@ def login(
     identity = _identity(settings)
     server_url = common.require_https_server(settings.get("server", ["CAAS_SERVER"]), settings.hint("server"))
     ca_data = common.read_ca_data(settings.get("certificate_authority", ["CAAS_CERTIFICATE_AUTHORITY"]))
-    namespace = settings.flags.get("namespace") or settings.config.get("namespace")
+    namespace = common.check_namespace(settings.flags.get("namespace") or settings.config.get("namespace"))
     remember = 0.0 if no_remember else common.parse_duration(remember_for)
     storage = common.token_storage(token_storage)
     if all_projects and (context or settings.flags.get("namespace")):
@@ -240,7 +269,7 @@ def login(
             written.append(_finish_password_login(keystone, identity, access, remember, server_url, ca_data,
                                                   context, namespace, kubeconfig_path, force, storage))
     for name in written:
-        say(f"Context {name!r} is ready: try `kubectl --context {name} get pods`")
+        say(f"Context {name!r} is ready: try `kubectl --context {common.shell_quote(name)} get pods`")
     say(f"Current context: {written[-1]}")
     print("kubectl configured correctly")
 
@@ -312,7 +341,7 @@ def status(
         token = ((entry or {}).get("tokens") or {}).get("keystone") or {}
         credential = (entry or {}).get("application_credential") or {}
         if not entry:
-            print(f"{marker} {name}: user {user}, project {project}, logged out")
+            common.result(f"{marker} {name}: user {user}, project {project}, logged out")
             continue
         state = f"token {common.describe_expiry(token.get('expires_at'), now)}"
         if credential:
@@ -320,7 +349,8 @@ def status(
             remembered = f"remembered until {common.describe_expiry(until, now)}" if until else "remembered"
         else:
             remembered = "not remembered (renewal needs OS_PASSWORD or a prompt)"
-        print(f"{marker} {name}: user {user}, project {project}, {state}, {remembered}")
+        storage = secret_store.storage_note(PLUGIN, options.get("token-storage"), entry)
+        common.result(f"{marker} {name}: user {user}, project {project}, {state}, {remembered}{storage}")
 
 
 @app.command()
@@ -347,7 +377,7 @@ def projects(
     unscoped = keystone.password_login(secret, scoped=False)
     try:
         for project in sorted(keystone.projects(unscoped.auth_token), key=lambda p: p["name"].lower()):
-            print(f"{project['name']}\t{project['id']}")
+            print(f"{printable(project['name'])}\t{printable(project['id'])}")
     finally:
         keystone.revoke(unscoped.auth_token)
 
