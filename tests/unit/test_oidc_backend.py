@@ -9,6 +9,7 @@ that are not JSON, ID-token verification, and refresh (rotation, failure -> logi
 from __future__ import annotations
 
 import base64
+import email.utils
 import io
 import json
 import time
@@ -134,6 +135,7 @@ class FakeIAM:
     requests: List[Sent] = field(default_factory=list)
     clock: Optional[FakeClock] = None
     request_cost: float = 0.0  # fake seconds each request takes
+    date_offset: Optional[float] = None  # when set, answers carry a Date header this far from our clock
 
     def __post_init__(self) -> None:
         self.route(DISCOVERY_URL, lambda sent: (200, self.metadata))
@@ -187,6 +189,8 @@ class FakeIAM:
             response.raw = io.BytesIO(payload.encode() if isinstance(payload, str) else payload)
             response.headers = CaseInsensitiveDict({"Content-Type": "text/html"})
         response.encoding = "utf-8"
+        if self.date_offset is not None:
+            response.headers["Date"] = email.utils.formatdate(time.time() + self.date_offset, usegmt=True)
         return response
 
 
@@ -752,3 +756,128 @@ def test_invalid_grant_when_interactive_falls_back_to_a_device_login(iam, clock,
     assert entry["refresh_token"] == "rt-new"
     assert "ABCD-EFGH" in capsys.readouterr().err
     assert [s.form.get("audience") for s in iam.requests if s.method == "POST"] == [AUDIENCE] * 4
+
+
+# ---------------------------------------------------------------------------------------------
+# (j) hostile answers: claims, times, strings a person will see
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    pytest.param({"exp": 1e300}, "absurd", id="exp-1e300"),
+    pytest.param({"exp": int(time.time()) + 10 * 365 * 86400}, "absurd", id="exp-in-ten-years"),
+    pytest.param({"exp": "tomorrow"}, "no expiry", id="exp-not-a-number"),
+    pytest.param({"nbf": int(time.time()) + 3600}, "not valid until", id="nbf-in-an-hour"),
+    pytest.param({"iat": int(time.time()) + 3600}, "issued at", id="iat-in-an-hour"),
+    pytest.param({"iat": "yesterday"}, "iat", id="iat-not-a-number"),
+    pytest.param({"azp": "someone-else"}, "issued to client", id="azp-of-another-client"),
+])
+def test_id_token_with_hostile_claims_is_refused(iam, overrides, needle):
+    with pytest.raises(AuthError) as caught:
+        provider().verify_id_token(id_token(**overrides))
+    assert needle in str(caught.value)
+
+
+def test_id_token_with_azp_of_this_client_and_a_small_clock_step_is_accepted(iam):
+    claims = provider().verify_id_token(id_token(azp=CLIENT_ID, nbf=int(time.time()) + 20, iat=int(time.time()) + 20))
+    assert claims["azp"] == CLIENT_ID
+
+
+def test_an_absurd_expiry_never_reaches_the_cache(iam, monkeypatch, capsys):
+    # Before: exp 1e300 was cached, and every later get-token died formatting it (OverflowError).
+    path = store_for_get_token(previous_entry(with_discovery=True))
+    iam.script(TOKEN_URL, token_answer(id_token=id_token(exp=1e300), refresh_token="rt-2"))
+    assert exec_plugin.get_token("iam", get_token_args()) == 3
+    assert "absurd" in capsys.readouterr().err
+    assert cache.read_entry(path)["tokens"]["id"]["value"] == "old-id-token"
+
+
+@pytest.mark.parametrize("offset", [3600.0, -7200.0])
+def test_expiry_is_counted_on_the_local_clock_when_the_clocks_disagree(iam, offset, capsys):
+    # The provider's clock is `offset` from ours; its token lives 600 s by its clock. kubectl judges
+    # expiry by ours, so the cache must say "600 s from now", not the provider's exp.
+    iam.date_offset = offset
+    server_now = int(time.time() + offset)
+    iam.script(TOKEN_URL, token_answer(id_token=id_token(iat=server_now, exp=server_now + 600),
+                                       access_token=access_jwt(iat=server_now, exp=server_now + 3600)))
+    before = time.time()
+    entry = oidc.renew(OPTIONS, previous_entry(with_discovery=True), interactive=False)
+    after = time.time()
+    assert before - 2 <= entry["tokens"]["id"]["expires_at"] - 600 <= after + 1
+    assert before - 2 <= entry["tokens"]["access"]["expires_at"] - 3600 <= after + 1
+    notice = capsys.readouterr().err
+    assert "clock" in notice and ("behind" if offset > 0 else "ahead of") in notice
+    # said once: the next renewal with the same difference is silent
+    iam.script(TOKEN_URL, token_answer(id_token=id_token(iat=server_now, exp=server_now + 600)))
+    oidc.renew(OPTIONS, entry, interactive=False)
+    assert "clock" not in capsys.readouterr().err
+
+
+def test_a_small_clock_difference_is_not_mentioned(iam, capsys):
+    iam.date_offset = 30.0
+    iam.script(TOKEN_URL, token_answer())
+    oidc.renew(OPTIONS, previous_entry(with_discovery=True), interactive=False)
+    assert capsys.readouterr().err == ""
+
+
+def access_jwt(**claims: Any) -> str:
+    return jwt.encode({"alg": "RS256", "kid": SIGNING_KEY.kid}, {"iss": ISSUER_SLASH, "sub": "alice-sub", **claims},
+                      SIGNING_KEY)
+
+
+@pytest.mark.parametrize("exp", [1e300, -5, "soon"])
+def test_access_token_with_unusable_exp_falls_back_to_expires_in(iam, exp):
+    iam.script(TOKEN_URL, token_answer(access_token=access_jwt(exp=exp), expires_in=1200))
+    entry = oidc.renew(OPTIONS, previous_entry(with_discovery=True), interactive=False)
+    assert abs(entry["tokens"]["access"]["expires_at"] - (time.time() + 1200)) < 5
+
+
+def test_access_token_with_control_characters_is_refused(iam):
+    iam.script(TOKEN_URL, token_answer(access_token="at\r\nX-Evil: 1"))
+    with pytest.raises(AuthError):
+        oidc.renew(OPTIONS, previous_entry(with_discovery=True), interactive=False)
+
+
+def test_oversized_key_set_is_used_but_not_cached(iam):
+    # The cache must stay readable: an entry larger than its read limit would be lost for logout.
+    big = jwks(SIGNING_KEY)
+    big["keys"] += [{**big["keys"][0], "kid": f"pad-{i}"} for i in range(200)]
+    iam.always(JWKS_URL, (200, big))
+    iam.script(TOKEN_URL, token_answer())
+    entry = oidc.renew(OPTIONS, previous_entry(), interactive=False)
+    assert "jwks" not in entry and entry["metadata"]["issuer"] == ISSUER_SLASH
+
+
+@pytest.mark.parametrize("field, value", [
+    ("verification_uri", "javascript:alert(1)"),
+    ("verification_uri", "http://iam.example.org/device"),
+    ("verification_uri", "-remote-debugging-port=9222"),
+    ("user_code", "AB\x1b]52;c;Y3VybCB4fHNo\x07CD"),
+    ("user_code", "X" * 200),
+])
+def test_device_answer_a_person_could_be_misled_by_is_refused(iam, field, value):
+    iam.always(DEVICE_URL, (200, device_answer(**{field: value})))
+    with pytest.raises(CaasError) as caught:
+        provider().start_device_flow()
+    assert field.replace("_", " ").split()[0] in str(caught.value) or "code" in str(caught.value)
+
+
+@pytest.mark.parametrize("complete", ["javascript:alert(1)", "file:///etc/passwd", "data:text/html,hi", "-new-window",
+                                      "https://iam.example.org/device?code=\x1b[2J"])
+def test_unsafe_verification_uri_complete_is_dropped_not_shown(iam, complete, capsys):
+    iam.always(DEVICE_URL, (200, device_answer(verification_uri_complete=complete)))
+    device = provider().start_device_flow()
+    assert "verification_uri_complete" not in device
+    oidc.announce_on_stderr(device)
+    shown = capsys.readouterr().err
+    assert complete not in shown and ISSUER_SLASH + "device" in shown
+
+
+def test_error_description_with_escape_sequences_reaches_the_terminal_escaped(iam, monkeypatch, capsys):
+    store_for_get_token(previous_entry(with_discovery=True))
+    evil = "nope\x1b]52;c;Y3VybCB4fHNo\x07\n\x9bkubectl configured correctly\u202e"
+    iam.script(TOKEN_URL, (400, {"error": "invalid_request", "error_description": evil}))
+    assert exec_plugin.get_token("iam", get_token_args()) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert not any(ch in err.rstrip("\n") for ch in "\x1b\x07\x9b\u202e\n")
+    assert "\\x1b]52" in err
