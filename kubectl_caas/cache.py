@@ -5,6 +5,13 @@ Standard library only: get-token reads the cache on every kubectl command.
 Layout: ``<cache dir>/<plugin>-<readable part>-<hash>.json`` with a sibling ``.lock`` file. The
 readable part helps a person find an entry; the hash of the full key keeps names unique. Neither
 contains a secret.
+
+Trust: the cache may live in a shared place (``KUBECTL_CAAS_CACHE_DIR=/tmp/...``), so it believes
+only what the user running the plugin controls. The cache directory must be a real directory (not
+a symbolic link) owned by that user; entries must be regular files of that user that no one else
+can read or write. Entries, locks and temporary files are opened relative to the directory's
+descriptor, so a directory renamed or swapped half-way cannot redirect a read, a write or a
+deletion. What fails these checks is a miss when reading and a one-line error when writing.
 """
 from __future__ import annotations
 
@@ -19,12 +26,29 @@ from kubectl_caas.errors import CaasError
 
 TYPE_CHECKING = False  # importing typing costs ~3 ms on every kubectl command
 if TYPE_CHECKING:
-    from typing import Any, Dict, Mapping, Optional
+    from typing import Any, Dict, Mapping, Optional, Tuple
 
 # How long a get-token waits for another process that is renewing the same entry. A device-code
 # login by another process can legitimately take minutes; the lock is released by the kernel when
 # its holder dies, so a crashed process never blocks us.
 DEFAULT_LOCK_TIMEOUT = 900.0
+
+# One size limit for writing and reading, so whatever is written can be read back (an entry that
+# could not be read would look logged out while its refresh token stayed on disk).
+MAX_ENTRY_BYTES = 1 << 20
+
+# What inspect_entry finds.
+MISSING = "missing"  # no entry (or no cache directory yet)
+OK = "ok"
+UNREADABLE = "unreadable"  # something is there but cannot be used: corrupt, too large, not ours, a link...
+UNTRUSTED = "untrusted"  # the cache directory itself is refused: a link, another user's, writable by others
+
+OWN_DIRECTORY_HINT = "set KUBECTL_CAAS_CACHE_DIR to a directory of your own"
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+# O_NONBLOCK: a FIFO planted as an entry must not hang kubectl in open()
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+_S_IFMT, _S_IFREG = 0o170000, 0o100000  # stat.S_ISREG's masks, spelled out to keep the imports as they are
 
 
 def cache_dir() -> str:
@@ -39,20 +63,8 @@ def cache_dir() -> str:
 
 
 def ensure_private_dir(path: str) -> str:
-    """Create the cache directory 0700, or tighten an existing one that others can read."""
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.stat(path)
-    except OSError as exc:
-        raise CaasError(f"cannot create the token cache directory {path}: {exc.strerror}",
-                        "set KUBECTL_CAAS_CACHE_DIR to a writable directory") from None
-    if st.st_mode & 0o077:
-        if st.st_uid != os.getuid():
-            raise CaasError(f"the token cache directory {path} belongs to another user and others can "
-                            "read it", "set KUBECTL_CAAS_CACHE_DIR to a directory of your own")
-        os.chmod(path, 0o700)
-        print(f"kubectl-caas: tightened permissions of {path} to 0700 (others could read it)",
-              file=sys.stderr)
+    """Create the cache directory 0700, or tighten one of ours that others can use; refuse any other."""
+    os.close(_open_dir_for_writing(path))
     return path
 
 
@@ -86,38 +98,198 @@ def entry_path(plugin: str, fields: Mapping[str, Optional[str]]) -> str:
     return os.path.join(cache_dir(), entry_key(plugin, fields) + ".json")
 
 
-def read_entry(path: str) -> Optional[Dict[str, Any]]:
-    """The entry at `path`, or None when missing, unreadable, corrupt or a symlink (never followed)."""
+# ---------------------------------------------------------------------------------------------
+# The cache directory
+
+
+class _Untrusted(Exception):
+    """The cache directory cannot be trusted; the message says why."""
+
+
+def _open_dir(path: str, uid: int) -> Tuple[int, int]:
+    """(descriptor, mode) of the cache directory when it is a real directory owned by `uid`.
+
+    FileNotFoundError when it does not exist, _Untrusted otherwise. O_NOFOLLOW refuses a symbolic
+    link in the last component; fstat on the descriptor checks the directory actually opened.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path or ".", _DIR_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise FileNotFoundError(exc.errno, exc.strerror, path) from None
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # Linux says ENOTDIR for a link with O_DIRECTORY
+            if os.path.islink(path):
+                raise _Untrusted(f"the token cache directory {path} is a symbolic link, which the cache does not "
+                                 "follow") from None
+            raise _Untrusted(f"the token cache directory {path} is not a directory") from None
+        raise _Untrusted(f"cannot open the token cache directory {path}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if st.st_uid != uid:
+        os.close(fd)
+        raise _Untrusted(f"the token cache directory {path} belongs to uid {st.st_uid}, not to you (uid {uid})")
+    return fd, st.st_mode
+
+
+def _open_dir_for_writing(path: str) -> int:
+    """The cache directory's descriptor for a write, a lock or a deletion: created 0700 if missing,
+    tightened to 0700 if it is ours and others can use it, and refused with one line otherwise."""
+    uid = os.getuid()
+    failure: Optional[OSError] = None
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        failure = exc  # opening it below may say more precisely what is wrong (a dangling link, say)
+    try:
+        fd, mode = _open_dir(path, uid)
+    except FileNotFoundError:
+        reason = failure.strerror if failure is not None else "it vanished while being created"
+        raise CaasError(f"cannot create the token cache directory {path}: {reason}",
+                        "set KUBECTL_CAAS_CACHE_DIR to a writable directory") from None
+    except _Untrusted as exc:
+        raise CaasError(str(exc), OWN_DIRECTORY_HINT) from None
+    if mode & 0o077:
+        # fchmod on the descriptor: the directory we checked, never whatever the path names by now
+        os.fchmod(fd, 0o700)
+        print(f"kubectl-caas: tightened permissions of {path} to 0700 (others could read it)", file=sys.stderr)
+    return fd
+
+
+def _split(path: str) -> Tuple[str, str]:
+    directory, name = os.path.split(path)
+    return directory or ".", name
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_entry(path: str) -> Optional[Dict[str, Any]]:
+    """The entry at `path`, or None when it is missing or cannot be trusted or parsed.
+
+    An entry refused for safety (a symbolic link, another user's file, one others can read) is
+    reported on stderr; a missing or corrupt one is an ordinary miss.
+    """
+    return _load(path, True)[1]
+
+
+def inspect_entry(path: str) -> Tuple[str, Optional[Dict[str, Any]], Optional[str]]:
+    """(state, entry, reason): state is MISSING, OK (entry set), UNREADABLE or UNTRUSTED (reason set).
+
+    For logout and status, which must tell "nothing there" from "something there we cannot use";
+    read_entry is the same check without the distinction.
+    """
+    return _load(path, False)
+
+
+def _load(path: str, report: bool) -> Tuple[str, Optional[Dict[str, Any]], Optional[str]]:
+    directory, name = _split(path)
+    uid = os.getuid()
+    try:
+        dfd, dir_mode = _open_dir(directory, uid)
+    except FileNotFoundError:
+        return MISSING, None, None
+    except _Untrusted as exc:
+        return UNTRUSTED, None, f"{exc}; {OWN_DIRECTORY_HINT}"
+    try:
+        if dir_mode & 0o022:
+            # others could swap our entries for each other; the next write tightens the directory
+            return UNTRUSTED, None, f"others can write to the token cache directory {directory}"
+        fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
+    except FileNotFoundError:
+        return MISSING, None, None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            print(f"kubectl-caas: ignoring {path}: it is a symbolic link, which the cache never follows",
-                  file=sys.stderr)
-        return None
+            return _refused(path, "it is a symbolic link, which the cache never follows", report)
+        return UNREADABLE, None, exc.strerror
+    finally:
+        os.close(dfd)
     try:
-        with os.fdopen(fd, "rb") as handle:
-            data = json.loads(handle.read(1 << 20))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        st = os.fstat(fd)
+        if st.st_mode & _S_IFMT != _S_IFREG:
+            return _refused(path, "it is not a regular file", report)
+        if st.st_uid != uid:
+            return _refused(path, f"it belongs to uid {st.st_uid}, not to you", report)
+        if st.st_mode & 0o066:
+            return _refused(path, f"others can read or write it (mode {st.st_mode & 0o777:o})", report)
+        if st.st_size > MAX_ENTRY_BYTES:
+            return UNREADABLE, None, f"it is larger than the cache's limit of {MAX_ENTRY_BYTES} bytes"
+        # Writers replace entries by rename and never change one in place, so fstat's size is the
+        # whole file: one read, asking one byte more to notice if that ever stops being true.
+        data = os.read(fd, st.st_size + 1)
+        while len(data) != st.st_size and len(data) <= MAX_ENTRY_BYTES:
+            more = os.read(fd, MAX_ENTRY_BYTES + 1 - len(data))
+            if not more:
+                break
+            data += more
+    except OSError as exc:
+        return UNREADABLE, None, exc.strerror
+    finally:
+        os.close(fd)
+    if len(data) > MAX_ENTRY_BYTES:
+        return UNREADABLE, None, f"it is larger than the cache's limit of {MAX_ENTRY_BYTES} bytes"
+    try:
+        entry = json.loads(data)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested deeper than the parser goes
+        return UNREADABLE, None, "it is not valid JSON"
+    if not isinstance(entry, dict):
+        return UNREADABLE, None, "it does not hold a JSON object"
+    return OK, entry, None
+
+
+def _refused(path: str, reason: str, report: bool) -> Tuple[str, None, str]:
+    """An entry we will not use because someone may have planted it; the next write replaces it."""
+    if report:
+        print(f"kubectl-caas: ignoring {path}: {reason}", file=sys.stderr)
+    return UNREADABLE, None, reason
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing and deleting
 
 
 def write_entry(path: str, data: Mapping[str, Any]) -> None:
-    """Replace the entry atomically: temp file 0600 in the same directory, fsync, rename."""
-    directory = ensure_private_dir(os.path.dirname(path))
+    """Replace the entry atomically: temp file 0600 in the cache directory, fsync, rename.
+
+    Refuses an entry over MAX_ENTRY_BYTES, which could not be read back.
+    """
     payload = json.dumps(data, indent=1, sort_keys=True).encode()
-    write_private_file_atomically(path, payload, directory)
+    if len(payload) > MAX_ENTRY_BYTES:
+        raise CaasError(f"the cache entry {path} would be {len(payload)} bytes, over the cache's limit of "
+                        f"{MAX_ENTRY_BYTES}; nothing was written", "report this: it is a bug in kubectl-caas")
+    write_cache_file(path, payload)
+
+
+def write_cache_file(path: str, payload: bytes) -> None:
+    """Write any file of the cache atomically, through the trusted cache directory."""
+    directory, name = _split(path)
+    dfd = _open_dir_for_writing(directory)
+    try:
+        _replace_atomically(dfd, name, payload, directory)
+    finally:
+        os.close(dfd)
 
 
 def write_private_file_atomically(path: str, payload: bytes, directory: Optional[str] = None) -> None:
+    """Replace `path` with a 0600 file holding `payload`, atomically, in a directory of the user's choosing.
+
+    For files outside the cache (kubeconfig files): the directory may be a symbolic link and is not
+    checked for ownership. `directory` is the one holding `path` (its dirname by default).
+    """
     directory = directory or os.path.dirname(path) or "."
-    base = os.path.basename(path)
-    _remove_orphaned_temp_files(directory, base)
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _replace_atomically(dfd, os.path.basename(path), payload, directory)
+    finally:
+        os.close(dfd)
+
+
+def _replace_atomically(dfd: int, name: str, payload: bytes, directory: str) -> None:
+    """Temporary file beside `name`, synced, then renamed over it: a crash leaves the old file or the new."""
+    _remove_orphaned_temp_files(dfd, name)
     for attempt in range(100):
-        tmp = os.path.join(directory, f".{base}.{os.getpid()}.{attempt}.tmp")
+        tmp = f".{name}.{os.getpid()}.{attempt}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
             break
         except FileExistsError:
             continue
@@ -128,26 +300,29 @@ def write_private_file_atomically(path: str, payload: bytes, directory: Optional
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        # rename replaces a symlink at `path` itself instead of writing through it
-        os.replace(tmp, path)
+        # rename replaces a symlink at `name` itself instead of writing through it
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
     except BaseException:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dfd)
         except OSError:
             pass
         raise
-    _fsync_directory(directory)
-
-
-def _remove_orphaned_temp_files(directory: str, base: str) -> None:
-    """Temp files of writers that were killed before their rename (their pid is gone)."""
-    prefix = f".{base}."
     try:
-        names = [n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(".tmp")]
+        os.fsync(dfd)  # makes the rename itself durable
+    except OSError:
+        pass
+
+
+def _remove_orphaned_temp_files(dfd: int, name: str) -> None:
+    """Temp files of writers that were killed before their rename (their pid is gone)."""
+    prefix = f".{name}."
+    try:
+        names = [n for n in os.listdir(dfd) if n.startswith(prefix) and n.endswith(".tmp")]
     except OSError:
         return
-    for name in names:
-        pid = name[len(prefix):].split(".", 1)[0]
+    for orphan in names:
+        pid = orphan[len(prefix):].split(".", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
@@ -158,29 +333,33 @@ def _remove_orphaned_temp_files(directory: str, base: str) -> None:
         except PermissionError:
             continue
         try:
-            os.unlink(os.path.join(directory, name))
+            os.unlink(orphan, dir_fd=dfd)
         except OSError:
             pass
 
 
-def _fsync_directory(directory: str) -> None:
+def delete_entry(path: str) -> bool:
+    """Remove the entry, whatever it holds; True if there was one. Never works through a refused directory."""
+    directory, name = _split(path)
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def delete_entry(path: str) -> None:
-    try:
-        os.unlink(path)
+        dfd, _mode = _open_dir(directory, os.getuid())
     except FileNotFoundError:
-        pass
+        return False
+    except _Untrusted as exc:
+        raise CaasError(str(exc), OWN_DIRECTORY_HINT) from None
+    try:
+        os.unlink(name, dir_fd=dfd)  # removes a planted link itself, never its target
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise CaasError(f"cannot remove the cache entry {path}: {exc.strerror}") from None
+    finally:
+        os.close(dfd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Locks
 
 
 def flock_within(fd: int, timeout: float) -> bool:
@@ -209,7 +388,7 @@ class EntryLock:
 
     flock() on a sibling ``.lock`` file: the kernel drops it when the holder exits or is killed,
     so a stale lock never blocks. Different entries have different lock files and never wait for
-    each other.
+    each other. The lock file must be ours: another user able to open it could hold it for ever.
     """
 
     def __init__(self, entry: str, timeout: float = DEFAULT_LOCK_TIMEOUT):
@@ -218,17 +397,29 @@ class EntryLock:
         self._fd: Optional[int] = None
 
     def __enter__(self) -> "EntryLock":
-        ensure_private_dir(os.path.dirname(self.path))
+        directory, name = _split(self.path)
+        dfd = _open_dir_for_writing(directory)
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                         0o600)
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
         except OSError as exc:
-            raise CaasError(f"cannot open the cache lock {self.path}: {exc.strerror}",
-                            "remove it, or set KUBECTL_CAAS_CACHE_DIR") from None
+            reason = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+            raise CaasError(f"cannot open the cache lock {self.path}: {reason}",
+                            "remove it (it holds no data), or " + OWN_DIRECTORY_HINT) from None
+        finally:
+            os.close(dfd)
+        st = os.fstat(fd)
+        if st.st_mode & _S_IFMT != _S_IFREG or st.st_uid != os.getuid():
+            os.close(fd)
+            what = "is not a regular file" if st.st_mode & _S_IFMT != _S_IFREG else f"belongs to uid {st.st_uid}"
+            raise CaasError(f"the cache lock {self.path} {what}, not a lock file of yours",
+                            "remove it (it holds no data), or " + OWN_DIRECTORY_HINT)
+        if st.st_mode & 0o077:
+            os.fchmod(fd, 0o600)  # so that no one else can open it and sit on our lock
         if not flock_within(fd, self.timeout):
             os.close(fd)
-            raise CaasError(f"another kubectl-caas process has held {self.path} for over "
-                            f"{int(self.timeout)} s", "let it finish or end it, then retry")
+            raise CaasError(f"another process has held the cache lock {self.path} for over {self.timeout:g} s "
+                            "(probably another kubectl-caas renewing the same entry)",
+                            "let it finish or end it, then retry")
         self._fd = fd
         return self
 

@@ -99,11 +99,12 @@ def test_token_inside_the_margin_is_not_fresh():
 
 
 @pytest.mark.parametrize("content", [b"", b"{", b"[]", b'{"tokens": {"keystone": {"value": 3}}}', b"\x00\xff" * 10,
-                                     b'{"tokens": {"keystone": {"value": "t", "expires_at": "soon"}}}'])
+                                     b'{"tokens": {"keystone": {"value": "t", "expires_at": "soon"}}}',
+                                     b"[" * 100_000])  # nested deeper than the JSON parser recurses
 def test_corrupt_or_truncated_entry_is_a_miss_not_a_crash(content):
     path = entry_path()
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    with open(path, "wb") as handle:
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as handle:  # as the cache writes them
         handle.write(content)
     assert exec_plugin.fresh_token(cache.read_entry(path), "keystone", time.time()) is None
     # with nothing to renew with, get-token fails cleanly and asks for a login
