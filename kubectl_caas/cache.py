@@ -131,8 +131,8 @@ def _open_dir(path: str, uid: int) -> Tuple[int, int]:
 
 
 def _open_dir_for_writing(path: str) -> int:
-    """The cache directory's descriptor for a write, a lock or a deletion: created 0700 if missing,
-    tightened to 0700 if it is ours and others can use it, and refused with one line otherwise."""
+    """The cache directory's descriptor for a write or a lock: created 0700 if missing, tightened to
+    0700 if it is ours and others can use it, and refused with one line otherwise."""
     uid = os.getuid()
     failure: Optional[OSError] = None
     try:
@@ -407,12 +407,12 @@ class EntryLock:
                             "remove it (it holds no data), or " + OWN_DIRECTORY_HINT) from None
         finally:
             os.close(dfd)
-        st = os.fstat(fd)
-        if st.st_mode & _S_IFMT != _S_IFREG or st.st_uid != os.getuid():
+        st, uid = os.fstat(fd), os.getuid()
+        if st.st_mode & _S_IFMT != _S_IFREG or st.st_uid != uid:
             os.close(fd)
-            what = "is not a regular file" if st.st_mode & _S_IFMT != _S_IFREG else f"belongs to uid {st.st_uid}"
-            raise CaasError(f"the cache lock {self.path} {what}, not a lock file of yours",
-                            "remove it (it holds no data), or " + OWN_DIRECTORY_HINT)
+            what = "is not a regular file" if st.st_mode & _S_IFMT != _S_IFREG else \
+                f"belongs to uid {st.st_uid}, not to you (uid {uid})"
+            raise CaasError(f"the cache lock {self.path} {what}", "remove it (it holds no data), or " + OWN_DIRECTORY_HINT)
         if st.st_mode & 0o077:
             os.fchmod(fd, 0o600)  # so that no one else can open it and sit on our lock
         if not flock_within(fd, self.timeout):

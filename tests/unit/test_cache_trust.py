@@ -365,8 +365,8 @@ def test_lock_file_of_another_user_is_refused_with_a_clear_line(cache_dir):
         with cache.EntryLock(path, timeout=1):
             pass
     message = str(refused.value)
-    assert f"the cache lock {path}.lock belongs to uid {OTHER_UID}" in message
-    assert "remove it" in message and "\n" not in message
+    assert message == (f"the cache lock {path}.lock belongs to uid {OTHER_UID}, not to you (uid {os.getuid()}); "
+                       "remove it (it holds no data), or set KUBECTL_CAAS_CACHE_DIR to a directory of your own")
 
 
 def test_lock_file_that_is_a_symlink_is_refused(cache_dir, tmp_path):
