@@ -40,7 +40,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -292,13 +292,70 @@ class GoYamlLoader(yaml.reader.Reader, _GoScanner, yaml.parser.Parser, yaml.comp
         yaml.composer.Composer.__init__(self)
         _GoConstructor.__init__(self)
         _GoResolver.__init__(self)
+        self.alias_edges: Set[Tuple[int, int, bool]] = set()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        # PyYAML hands back the anchored node itself for an alias; remember where aliases stood
+        # (parent, position, is it a key) to count alias expansions as go-yaml does.
+        if parent is not None and self.check_event(yaml.events.AliasEvent):
+            is_key = isinstance(parent, MappingNode) and index is None
+            self.alias_edges.add((id(parent), len(parent.value), is_key))
+        return super().compose_node(parent, index)
+
+
+def _allowed_alias_ratio(decoded: int) -> float:
+    low, high = 400_000, 4_000_000
+    if decoded <= low:
+        return 0.99
+    if decoded >= high:
+        return 0.10
+    return 0.99 - 0.89 * (decoded - low) / (high - low)
+
+
+def _refuse_what_go_yaml_refuses_in_aliases(root: Any, alias_edges: Set[Tuple[int, int, bool]]) -> None:
+    """go-yaml's decode.go refuses an anchor that contains itself and alias bombs ("excessive
+    aliasing"); counting as it does also keeps us from expanding a bomb ourselves."""
+    decoded = aliased = 0
+    expanding: Set[int] = set()
+
+    def count(node: Any, in_alias: bool) -> None:
+        nonlocal decoded, aliased
+        decoded += 1
+        aliased += in_alias
+        if aliased > 100 and decoded > 1000 and aliased / decoded > _allowed_alias_ratio(decoded):
+            raise ConstructorError(None, None, "document contains excessive aliasing", node.start_mark)
+
+    def visit(node: Any, in_alias: bool) -> None:
+        count(node, in_alias)
+        if isinstance(node, ScalarNode):
+            return
+        if isinstance(node, SequenceNode):
+            children = [(child, (id(node), i, False)) for i, child in enumerate(node.value)]
+        else:
+            children = [(child, (id(node), i, child is pair[0])) for i, pair in enumerate(node.value) for child in pair]
+        for child, edge in children:
+            if edge not in alias_edges:
+                visit(child, in_alias)
+                continue
+            count(child, in_alias)  # the alias node itself
+            if id(child) in expanding:
+                raise ConstructorError(None, None, "an anchor's value contains itself", child.start_mark)
+            expanding.add(id(child))
+            visit(child, True)
+            expanding.discard(id(child))
+
+    visit(root, False)
 
 
 def parse(raw: bytes) -> Any:
     """The first YAML document as kubectl sees it (go-yaml reads only the first); None if empty."""
     loader = GoYamlLoader(raw)
     try:
-        return loader.get_data()
+        if not loader.check_node():
+            return None
+        root = loader.get_node()
+        _refuse_what_go_yaml_refuses_in_aliases(root, loader.alias_edges)
+        return loader.construct_document(root)
     finally:
         loader.dispose()
 
@@ -600,7 +657,9 @@ def load_file(path: str) -> KubeconfigFile:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        raise KubeconfigError(f"kubeconfig {path} is not valid YAML{where}", LEFT_UNTOUCHED) from None
+        problem = getattr(exc, "problem", None)
+        raise KubeconfigError(f"kubeconfig {path} is not valid YAML{where}" + (f": {problem}" if problem else ""),
+                              LEFT_UNTOUCHED) from None
     except RecursionError:
         raise KubeconfigError(f"kubeconfig {path} nests too deep to read", LEFT_UNTOUCHED) from None
     if data is None:

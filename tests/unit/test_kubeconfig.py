@@ -181,6 +181,8 @@ REFUSALS = {
     "invalid_null_key.yaml": "empty (null) key",
     "invalid_huge_integer_key.yaml": "larger than a 64-bit integer",
     "invalid_not_a_mapping.yaml": "not a mapping",
+    "invalid_alias_bomb.yaml": "excessive aliasing",
+    "invalid_anchor_contains_itself.yaml": "contains itself",
 }
 
 
