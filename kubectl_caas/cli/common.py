@@ -274,6 +274,25 @@ def cache_entry_for(plugin: str, args: List[str]):
     return options, path, cache.read_entry(path)
 
 
+def entry_for_logout(plugin: str, path: str, name: str) -> Optional[Dict[str, Any]]:
+    """The entry a logout works on (its lock held by the caller), or None when there is nothing to
+    revoke. An entry that exists but cannot be used (corrupt, oversized, planted) is removed here:
+    leaving it would keep whatever secret it holds on disk while saying "logged out"."""
+    from kubectl_caas import cache
+
+    state, entry, reason = cache.inspect_entry(path)
+    if state == cache.UNREADABLE:
+        cache.delete_entry(path)
+        say(f"{name}: removed a cache entry that could not be read ({reason}); any token in it could not be "
+            "revoked and expires on its own")
+        return None
+    if state == cache.UNTRUSTED:
+        raise CaasError(f"cannot log out of {name}: {reason}")
+    if entry is None:
+        say(f"{name}: already logged out")
+    return entry
+
+
 def same_exec_identity(plugin: str, keys: Dict[str, Optional[str]]) -> Callable[[Dict[str, Any]], bool]:
     """A predicate: is this kubeconfig user stanza ours, for the same identity? `keys` are get-token
     options as login writes them (auth URL and issuer already normalised)."""

@@ -206,9 +206,8 @@ def logout(
             continue
         done.add(path)
         with cache.EntryLock(path):
-            entry = secret_store.load(PLUGIN, path, cache.read_entry(path))
+            entry = secret_store.load(PLUGIN, path, common.entry_for_logout(PLUGIN, path, name))
             if not entry:
-                say(f"{name}: already logged out")
                 continue
             refresh_token = entry.get("refresh_token")
             if refresh_token:

@@ -417,9 +417,8 @@ def logout(
         identity = Identity.from_options(options)
         keystone = Keystone(identity)
         with cache.EntryLock(path):
-            entry = cache.read_entry(path)
+            entry = common.entry_for_logout(PLUGIN, path, name)
             if not entry:
-                say(f"{name}: already logged out")
                 continue
             token = ((entry.get("tokens") or {}).get("keystone") or {}).get("value")
             try:
@@ -440,7 +439,7 @@ def logout(
             say(f"{name}: logged out (cache entry removed)")
     if unreachable:
         raise NetworkError("Keystone could not be reached to revoke every token (the local copies are deleted)",
-                           "tokens expire on their own within the hour")
+                           "the tokens expire on their own at the time `kubectl openstack status` showed")
 
 
 def _forget_credential(keystone, identity, credential: Dict[str, Any], password: Optional[str], name: str) -> None:

@@ -207,8 +207,8 @@ def build_keystone_template(
             manage
             + [
                 "bootstrap",
-                "--bootstrap-password",
-                admin_password,
+                # one word: token_urlsafe may start with "-", which would be read as an option
+                f"--bootstrap-password={admin_password}",
                 "--bootstrap-region-id",
                 "RegionOne",
                 # Instances get their own port; the endpoint is corrected when each one starts.
