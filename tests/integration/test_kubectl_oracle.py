@@ -306,6 +306,8 @@ situations = st.fixed_dictionaries({
     "files": st.lists(kubeconfig_file(), min_size=1, max_size=3),
     "symlinked": st.lists(st.booleans(), min_size=3, max_size=3),
     "ca": st.booleans(),
+    "relative": st.booleans(),  # KUBECONFIG items relative to the working directory
+    "padding": st.sampled_from(["", "empty first", "empty last", "repeated"]),
 })
 
 
@@ -322,31 +324,51 @@ def lay_out(root: Path, situation: Dict[str, Any]) -> str:
             listed.symlink_to(Path("..") / "dot" / real.name)
         if data is not None:
             real.write_bytes(kubeconfig.dump(data))
-        items.append(str(listed))
+        items.append(str(listed.relative_to(root)) if situation.get("relative") else str(listed))
+    padding = situation.get("padding", "")
+    if padding == "empty first":
+        items.insert(0, "")
+    elif padding == "empty last":
+        items.append("")
+    elif padding == "repeated":
+        items.append(items[0])
     (root / "ca.pem").write_text("foo")
     return os.pathsep.join(items)
 
 
-def set_with_kubectl(root: Path, kubeconfig_env: str, ca: bool) -> None:
-    """What `kubectl config` itself does for our login."""
+def files_under(root: Path) -> Dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def set_with_kubectl(root: Path, kubeconfig_env: str, ca: bool) -> bool:
+    """What `kubectl config` itself does for our login (run in `root`); False if kubectl refused."""
     cluster = ["config", "set-cluster", CAAS["cluster"], f"--server={CAAS['server']}"]
     if ca:
         cluster += [f"--certificate-authority={root / 'ca.pem'}", "--embed-certs=true"]
-    kubectl(root, kubeconfig_env, *cluster)
+    if kubectl(root, kubeconfig_env, *cluster, check=False).returncode != 0:
+        return False
     kubectl(root, kubeconfig_env, "config", "set-credentials", CAAS["user"], "--exec-command=kubectl-openstack",
             *[f"--exec-arg={a}" for a in ARGS], "--exec-api-version=client.authentication.k8s.io/v1",
             "--exec-interactive-mode=IfAvailable")
     kubectl(root, kubeconfig_env, "config", "set-context", CAAS["context"], f"--cluster={CAAS['cluster']}",
             f"--user={CAAS['user']}", "--namespace=cms")
     kubectl(root, kubeconfig_env, "config", "use-context", CAAS["context"])
+    return True
 
 
-def set_with_upsert(root: Path, kubeconfig_env: str, ca: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def set_with_upsert(root: Path, kubeconfig_env: str, ca: bool, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Our login's kubeconfig step (run in `root`); False if it refused."""
     with monkeypatch.context() as patch:
         patch.setenv("KUBECONFIG", kubeconfig_env)
         patch.setenv("HOME", str(root / "home"))
-        kubeconfig.upsert(kubeconfig.Entry(**CAAS, namespace="cms", certificate_authority_data="Zm9v" if ca else None,
-                                           user_body=kubeconfig.exec_user_body("kubectl-openstack", ARGS)), force=True)
+        patch.chdir(root)
+        try:
+            kubeconfig.upsert(kubeconfig.Entry(**CAAS, namespace="cms", certificate_authority_data="Zm9v" if ca else None,
+                                               user_body=kubeconfig.exec_user_body("kubectl-openstack", ARGS)),
+                              force=True)
+        except kubeconfig.KubeconfigError:
+            return False
+    return True
 
 
 def comparable(seen: Dict[str, Any]) -> Dict[str, Any]:
@@ -364,11 +386,12 @@ def per_file(root: Path, kubeconfig_env: str) -> List[Optional[Dict[str, Any]]]:
     """Where each name lives: kubectl's view of each listed file on its own."""
     found = []
     for item in kubeconfig_env.split(os.pathsep):
-        if not os.path.exists(item):
+        path = root / item
+        if not item or not path.exists():
             found.append(None)
             continue
-        seen = view(root, item)
-        found.append({"current-context": seen["current-context"], "is link": os.path.islink(item),
+        seen = view(root, str(path))
+        found.append({"current-context": seen["current-context"], "is link": path.is_symlink(),
                       **{s: sorted(by_name(seen[s], b)) for s, b in kubeconfig.SECTIONS.items()}})
     return found
 
@@ -381,24 +404,31 @@ SHARED_BODY = {"cluster": "prod", "user": "admin", "namespace": "web"}
 # a missing file, one that exists without a current-context, one that sets it (issue 9.6)
 @example({"files": [None, {"apiVersion": "v1", "kind": "Config"},
                     {"current-context": "prod", "contexts": [{"name": "prod", "context": {"cluster": "prod", "user": "x"}}]}],
-          "symlinked": [False, False, False], "ca": False})
+          "symlinked": [False, False, False], "ca": False, "relative": False, "padding": ""})
 # our context shares its body with another through a YAML anchor
 @example({"files": [{"contexts": [{"name": "prod", "context": SHARED_BODY}, {"name": "cms", "context": SHARED_BODY}],
-                     "current-context": "prod"}], "symlinked": [False, False, False], "ca": True})
+                     "current-context": "prod"}], "symlinked": [False, False, False], "ca": True, "relative": True,
+          "padding": "repeated"})
 # our three stanzas spread over three files, two of them symlinks (one dangling)
 @example({"files": [None, {"users": [{"name": "alice@cms", "user": {"token": "t"}}], "current-context": "cms"},
                     {"clusters": [{"name": "caas-example", "cluster": {"server": "https://old.example.org",
                                                                        "tls-server-name": "old"}}],
                      "contexts": [{"name": "cms", "context": {"cluster": "prod", "user": "admin"}}],
                      "current-context": "prod"}],
-          "symlinked": [True, True, False], "ca": True})
+          "symlinked": [True, True, False], "ca": True, "relative": False, "padding": "empty first"})
+# no file exists and KUBECONFIG ends with an empty item: kubectl has no file to write to
+@example({"files": [None, None], "symlinked": [False, False, False], "ca": False, "relative": True,
+          "padding": "empty last"})
 def test_our_login_changes_the_same_files_as_kubectl_config_and_means_the_same(tmp_path_factory, monkeypatch,
                                                                                 situation):
     ours, theirs = tmp_path_factory.mktemp("ours"), tmp_path_factory.mktemp("kubectl")
     env_ours, env_theirs = lay_out(ours, situation), lay_out(theirs, situation)
-    before = view(ours, env_ours)
-    set_with_upsert(ours, env_ours, situation["ca"], monkeypatch)
-    set_with_kubectl(theirs, env_theirs, situation["ca"])
+    before, files_before = view(ours, env_ours), files_under(ours)
+    ours_done = set_with_upsert(ours, env_ours, situation["ca"], monkeypatch)
+    assert ours_done == set_with_kubectl(theirs, env_theirs, situation["ca"])
+    if not ours_done:  # KUBECONFIG left no file to write to: refused, and nothing changed
+        assert files_under(ours) == files_before
+        return
     ours_seen, theirs_seen = comparable(view(ours, env_ours)), comparable(view(theirs, env_theirs))
     assert ours_seen == theirs_seen
     assert per_file(ours, env_ours) == per_file(theirs, env_theirs)
