@@ -259,6 +259,40 @@ def write_entry(path: str, data: Mapping[str, Any]) -> None:
     write_cache_file(path, payload)
 
 
+def overwrite_entry_in_place(path: str, data: Mapping[str, Any]) -> bool:
+    """Last resort when the disk is full: write `data` over the existing entry's own bytes, padded
+    with spaces (which JSON ignores) to its size, so that no new block is needed. Not atomic, so
+    only for keeping what would otherwise be lost (a refresh token the provider just rotated); a
+    crash mid-write leaves an unreadable entry, which is a miss. False when it cannot be done."""
+    payload = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    directory, name = _split(path)
+    try:
+        dfd, _mode = _open_dir(directory, os.getuid())
+    except (FileNotFoundError, _Untrusted):
+        return False
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=dfd)
+    except OSError:
+        return False
+    finally:
+        os.close(dfd)
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & _S_IFMT != _S_IFREG or st.st_uid != os.getuid() or st.st_mode & 0o066 \
+                or not len(payload) <= st.st_size <= MAX_ENTRY_BYTES:
+            return False
+        padded = payload + b" " * (st.st_size - len(payload))
+        written = 0
+        while written < len(padded):
+            written += os.pwrite(fd, padded[written:], written)
+        os.fsync(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def write_cache_file(path: str, payload: bytes) -> None:
     """Write any file of the cache atomically, through the trusted cache directory."""
     directory, name = _split(path)

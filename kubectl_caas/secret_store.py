@@ -66,7 +66,7 @@ def _notify_once(reason: str) -> None:
     print(f"kubectl-caas: no usable OS keyring ({reason}); keeping secrets in the 0600 token cache "
           "instead (this notice is shown once)", file=sys.stderr)
     try:
-        cache.write_private_file_atomically(marker, b"", cache.ensure_private_dir(cache.cache_dir()))
+        cache.write_cache_file(marker, b"")
     except Exception:  # noqa: BLE001 - the notice is best effort
         pass
 
@@ -119,6 +119,9 @@ def save_renewed(plugin: str, cache_path: str, entry: Dict[str, Any], storage: O
         return f"the token cache is short of space ({reason}); saved the renewed token without cached discovery data"
     except (OSError, CaasError):
         pass
+    if cache.overwrite_entry_in_place(cache_path, _on_disk(plugin, cache_path, slim, storage)):
+        return (f"could not write the token cache ({reason}); the renewed token was written over the old entry "
+                "in place: free some space")
     lost = "; the refresh token the provider just issued is lost too: run `kubectl iam login` once it is fixed" if (
         entry.get("refresh_token") and entry.get("refresh_token") != (cache.read_entry(cache_path) or {}).get(
             "refresh_token")) else ""
