@@ -89,6 +89,11 @@ def assert_reached_nothing(other: Recorder, *secrets: str) -> None:
     assert other.requests == [] and other.connections == 0, other.requests
 
 
+def created_nothing(proxy: FaultProxy) -> bool:
+    """No application credential was created through the proxy (login refused before remembering)."""
+    return not any(seen.path.endswith("/application_credentials") for seen in proxy.seen)
+
+
 def assert_poll_failure(result: subprocess.CompletedProcess, exit_code: int, *needles: str) -> str:
     """A failure after the device code was shown: the prompt lines, then exactly one error line."""
     assert "Traceback" not in result.stderr, result.stderr
@@ -230,9 +235,8 @@ def test_logout_redirect_keeps_the_token_and_still_forgets_it(os_site, keystone_
     assert lines[0].startswith(f"{context}: could not revoke the token (Keystone at {keystone_proxy.url}/v3 "
                                f"redirects to {other.url}{TOKENS} (HTTP 307); use --auth-url {other.url}/v3)"), lines
     assert lines[1].startswith(f"{context}: forgot application credential "), lines
-    assert lines[2:] == [f"{context}: logged out (cache entry removed)",
-                         "kubectl-openstack: error: Keystone could not be reached to revoke every token (the local "
-                         "copies are deleted); tokens expire on their own within the hour"], lines
+    assert lines[2] == f"{context}: logged out (cache entry removed)", lines
+    assert len(lines) == 4 and lines[3].startswith("kubectl-openstack: error: "), lines
     assert list(os_site.cache.glob("*.json")) == []
     assert os_site.kubeconfig.read_bytes() == kubeconfig
 
@@ -300,9 +304,8 @@ def test_oidc_revocation_redirect_at_logout_keeps_the_refresh_token(iam_site, oi
     lines = result.stderr.splitlines()
     assert lines[0].startswith(f"{context}: could not revoke the refresh token: the OIDC provider at "), lines
     assert f"redirects to {other.url}{revocation.path} (HTTP 307)" in lines[0]
-    assert lines[1:] == [f"{context}: logged out (cache entry removed)",
-                         "kubectl-iam: error: some refresh tokens could not be revoked (the local copies are deleted "
-                         "anyway); retry when the provider is reachable, or revoke them in its web interface"], lines
+    assert lines[1] == f"{context}: logged out (cache entry removed)", lines
+    assert len(lines) == 3 and lines[2].startswith("kubectl-iam: error: "), lines
     assert list(iam_site.cache.glob("*.json")) == []
     assert oidc_proxy.count("POST", revocation.path) == 1
 
@@ -428,6 +431,24 @@ def test_keystone_token_for_another_project_is_refused(project, keystone_proxy, 
     keystone_proxy.rewrite_json("POST", TOKENS, other_project)
     line = assert_clean_failure(keystone_attempt.run(), 3, "Intruders", project[0])
     assert "f" * 32 in line
+    assert created_nothing(keystone_proxy)
+    assert keystone_attempt.unchanged()
+
+
+@pytest.mark.xfail(strict=True, reason="Keystone._checked compares the project only when the answer is project-scoped: "
+                   "an unscoped answer passes, so get-token hands the token to kubectl and caches an entry whose project "
+                   "is None (exit 0), and login creates an application credential on Keystone, then dies with "
+                   "'unexpected error: AttributeError: 'NoneType' object has no attribute 'lower'' (exit 1)")
+def test_keystone_token_for_no_project_is_refused(project, keystone_proxy, keystone_attempt):
+    # An unscoped token where a project-scoped one was asked for is a token for another project too.
+    def unscoped(status, headers, body):
+        del body["token"]["project"]
+        body["token"].pop("roles", None)
+        return status, headers, body
+
+    keystone_proxy.rewrite_json("POST", TOKENS, unscoped)
+    assert_clean_failure(keystone_attempt.run(), 3, project[0])
+    assert created_nothing(keystone_proxy)
     assert keystone_attempt.unchanged()
 
 
@@ -438,6 +459,7 @@ def test_keystone_token_for_another_user_is_refused(os_user, keystone_proxy, key
 
     keystone_proxy.rewrite_json("POST", TOKENS, other_user)
     assert_clean_failure(keystone_attempt.run(), 3, "user mallory", os_user)
+    assert created_nothing(keystone_proxy)
     assert keystone_attempt.unchanged()
 
 
