@@ -164,9 +164,10 @@ def storage_note(plugin: str, storage: Optional[str], entry: Optional[Dict[str, 
 
 
 def forget(plugin: str, cache_path: str) -> None:
-    """Delete the entry and whatever it kept in the keyring."""
+    """Delete the entry and whatever it kept in the keyring. An entry that cannot be read may have
+    kept secrets there too, so then the keyring items are deleted as well."""
     entry = cache.read_entry(cache_path)
-    if entry and any(isinstance(_get(entry, path), dict) for path in LONG_TERM[plugin]):
+    if entry is None or any(isinstance(_get(entry, path), dict) for path in LONG_TERM[plugin]):
         keyring = _keyring()
         if keyring is not None:
             for path in LONG_TERM[plugin]:

@@ -282,7 +282,9 @@ def entry_for_logout(plugin: str, path: str, name: str) -> Optional[Dict[str, An
 
     state, entry, reason = cache.inspect_entry(path)
     if state == cache.UNREADABLE:
-        cache.delete_entry(path)
+        from kubectl_caas import secret_store
+
+        secret_store.forget(plugin, path)
         say(f"{name}: removed a cache entry that could not be read ({reason}); any token in it could not be "
             "revoked and expires on its own")
         return None
@@ -388,6 +390,13 @@ def status_rows(plugin: str, context: Optional[str], kubeconfig_path: Optional[s
     merged, rows = plugin_contexts(plugin, context, context is None, kubeconfig_path)
     if not rows:
         say(f"No kubectl-{plugin} contexts: run `kubectl {plugin} login`")
+    from kubectl_caas import cache
+
     for name, _body, args in rows:
-        options, _path, entry = cache_entry_for(plugin, args)
-        yield ("*" if name == merged.current_context else " "), name, options, entry
+        options, path, _entry = cache_entry_for(plugin, args)
+        marker = "*" if name == merged.current_context else " "
+        state, entry, reason = cache.inspect_entry(path)
+        if state in (cache.UNREADABLE, cache.UNTRUSTED):
+            result(f"{marker} {name}: cache entry unusable ({reason}); `kubectl {plugin} login` replaces it")
+            continue
+        yield marker, name, options, entry
