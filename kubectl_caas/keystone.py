@@ -132,7 +132,8 @@ class Keystone:
         self.session = ks_session.Session(session=http.new_session(SERVICE, identity.auth_url, "--auth-url"),
                                           verify=self.verify, timeout=http.total_timeout(), user_agent="kubectl-caas")
 
-    def _get_access(self, auth, action: str, project_id: Optional[str] = None, expect_identity: bool = True):
+    def _get_access(self, auth, action: str, project_id: Optional[str] = None, expect_identity: bool = True,
+                    scoped: bool = True):
         """auth.get_access within our time budget, retried when Keystone answers a transient 5xx; the
         answer checked before anything trusts it (see `_checked`)."""
         deadline = http.Deadline(SERVICE, self.identity.auth_url)
@@ -149,10 +150,12 @@ class Keystone:
             raise CaasError(f"{SERVICE} answered {action} with something that is not a token "
                             f"({type(exc).__name__}: {exc})", "check --auth-url; rerun with --debug to see "
                             "the answer") from None
-        return self._checked(access, action, sent, project_id if project_id else None, expect_identity)
+        return self._checked(access, action, sent, project_id if project_id else None, expect_identity, scoped)
 
-    def _checked(self, access, action: str, sent: float, project_id: Optional[str], expect_identity: bool):
-        """The answer must be a token for the user and project we asked for, with a sane lifetime.
+    def _checked(self, access, action: str, sent: float, project_id: Optional[str], expect_identity: bool,
+                 scoped: bool = True):
+        """The answer must be a token for the user and project we asked for (scoped to a project when
+        we asked for that: k8s-keystone-auth refuses any other), with a sane lifetime.
 
         Sets `local_issued`, `local_expires` (this machine's clock) and `clock_offset` on it.
         """
@@ -178,7 +181,11 @@ class Keystone:
         if expect_identity and wanted_user and str(got_user or "").casefold() != wanted_user.casefold():
             raise CaasError(f"{bad} is a token for user {got_user}, not {wanted_user}",
                             "check --auth-url: a Keystone must not answer for another user", EXIT_AUTH)
-        if expect_identity and access.project_scoped:
+        if scoped and not access.project_scoped:
+            raise CaasError(f"{bad} is a token scoped to no project, not to {project_id or ident.project_label}",
+                            "check --auth-url: a Keystone must answer a project-scoped login with a project-scoped "
+                            "token", EXIT_AUTH)
+        if expect_identity and scoped:
             wanted_id = project_id or (ident.project_id if not ident.project else None)
             if wanted_id and names[1] != wanted_id or \
                     not wanted_id and ident.project and str(names[2] or "").casefold() != ident.project.casefold():
@@ -229,7 +236,7 @@ class Keystone:
         auth = v3.Password(ident.auth_url, password=password, unscoped=not scoped, include_catalog=False,
                            **{k: v for k, v in fields.items() if v})
         try:
-            return self._get_access(auth, "the password login")
+            return self._get_access(auth, "the password login", scoped=scoped)
         except ks_exc.MissingAuthMethods as exc:
             return self._login_with_passcode(exc, password, scoped)
         except ks_exc.Unauthorized:
@@ -260,7 +267,7 @@ class Keystone:
                                         v3.TOTPMethod(passcode=self._passcode, **user)],
                        unscoped=not scoped, include_catalog=False, **scope)
         try:
-            access = self._get_access(auth, "the password and passcode login")
+            access = self._get_access(auth, "the password and passcode login", scoped=scoped)
             self.used_passcode = True
             return access
         except ks_exc.Unauthorized:
@@ -372,6 +379,14 @@ class Keystone:
             if exc.status == 404:
                 return False
             raise
+
+    def revoke_quietly(self, token: str) -> None:
+        """Revoke a token we made only for a moment (an unscoped one): a failure changes nothing for
+        the user, and must not hide the outcome of what the token was made for."""
+        try:
+            self.revoke(token)
+        except CaasError:
+            pass
 
     def revoke(self, token: str) -> bool:
         """Revoke a token with itself (Keystone lets a token's owner revoke it); False if already gone."""

@@ -379,7 +379,7 @@ def projects(
         for project in sorted(keystone.projects(unscoped.auth_token), key=lambda p: p["name"].lower()):
             print(f"{printable(project['name'])}\t{printable(project['id'])}")
     finally:
-        keystone.revoke(unscoped.auth_token)
+        keystone.revoke_quietly(unscoped.auth_token)
 
 
 @app.command()
@@ -461,7 +461,7 @@ def _forget_credential(keystone, identity, credential: Dict[str, Any], password:
         else:
             say(f"{name}: application credential {credential['id']} was already gone")
     finally:
-        keystone.revoke(unscoped.auth_token)
+        keystone.revoke_quietly(unscoped.auth_token)
 
 
 common.add_version_option(app, PLUGIN)
