@@ -354,6 +354,9 @@ def parse(raw: bytes) -> Any:
         if not loader.check_node():
             return None
         root = loader.get_node()
+        if loader.yaml_version not in (None, (1, 1)):  # go-yaml reads YAML 1.1 only
+            raise yaml.parser.ParserError(None, None, "found incompatible YAML document (only %YAML 1.1 is read)",
+                                          root.start_mark)
         _refuse_what_go_yaml_refuses_in_aliases(root, loader.alias_edges)
         return loader.construct_document(root)
     finally:
@@ -657,7 +660,9 @@ def load_file(path: str) -> KubeconfigFile:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None)
+        elif isinstance(exc, yaml.reader.ReaderError):
+            where = f" at byte {exc.position}"
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None)
         raise KubeconfigError(f"kubeconfig {path} is not valid YAML{where}" + (f": {problem}" if problem else ""),
                               LEFT_UNTOUCHED) from None
     except RecursionError:

@@ -176,6 +176,52 @@ def test_kubectl_refuses_exactly_the_golden_files_we_refuse(tmp_path, name):
         assert path.read_bytes() == before
 
 
+# YAML syntax corners where PyYAML's and go-yaml's readers could differ
+SYNTAX = {
+    "byte order mark": "\ufeffcurrent-context: a\n".encode(),
+    "CRLF": b"current-context: a\r\nclusters:\r\n- name: x\r\n",
+    "UTF-16": "\ufeffcurrent-context: a\n".encode("utf-16-le"),
+    "Latin-1 byte": "current-context: caf\xe9\n".encode("latin-1"),
+    "control character": b"current-context: a\x07\n",
+    "tab as indentation": b"clusters:\n\t- name: x\n",
+    "tab after colon": b"current-context:\ta\n",
+    "tab inside a plain value": b"current-context: a\tb\n",
+    "tab before a comment": b"current-context: a\t# c\n",
+    "tab in flow": b"clusters: [\t{name: x}]\n",
+    "no-break space after colon": "current-context:\xa0a\n".encode(),
+    "explicit key": b"? current-context\n: a\n",
+    "second document broken": b"current-context: a\n...\ngarbage: [\n",
+    "YAML 1.1 directive": b"%YAML 1.1\n---\ncurrent-context: a\n",
+    "YAML 1.2 directive": b"%YAML 1.2\n---\ncurrent-context: a\n",
+    "TAG directive": b"%TAG !k! tag:example.com,2000:\n---\ncurrent-context: !k!x a\n",
+    "folded plain": b"current-context: a\n  b\n",
+    "literal block": b"current-context: |\n  a\n",
+    "folded block": b"current-context: >-\n  a\n  b\n",
+    "single-quoted lines": b"current-context: 'a\n\n  b'\n",
+    "double-quoted continuation": b'current-context: "a\\\n  b"\n',
+    "anchored key": b"&k current-context: a\n",
+    "empty key": b": a\n",
+    "key over 1024 characters": ("x" * 1100 + ": 1\n").encode(),
+    "content on the document start line": b"--- current-context: a\n",
+    "merge key after the key it overrides": b"b: &b {current-context: merged}\ncurrent-context: own\n<<: *b\n",
+    "merge key before the key that overrides it": b"b: &b {current-context: merged}\n<<: *b\ncurrent-context: own\n",
+    "bare equals": b"current-context: =\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(SYNTAX))
+def test_yaml_corners_are_read_or_refused_as_kubectl_does(tmp_path, case):
+    path = tmp_path / "kc"
+    path.write_bytes(SYNTAX[case])
+    done = kubectl(tmp_path, str(path), "config", "view", "-o", "json", "--raw", check=False)
+    try:
+        ours: Optional[str] = kubeconfig.load([str(path)]).current_context
+    except kubeconfig.KubeconfigError:
+        ours = None
+    theirs = json.loads(done.stdout)["current-context"] if done.returncode == 0 else None
+    assert ours == theirs, done.stderr
+
+
 # Small kubeconfigs with one unquoted value in a typed place, or a duplicate: kubectl's verdict is
 # the one we must reach. Values are plain scalars, so go-yaml's typing decides many verdicts.
 FIELDS = {
