@@ -54,14 +54,14 @@ def config_with(strings: list) -> dict:
 # --- what we write ------------------------------------------------------------------------------
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ambiguous_text, max_size=12))
 def test_every_string_we_write_reads_back_as_the_same_string(strings):
     data = config_with(strings)
     assert kubeconfig.parse(kubeconfig.dump(data)) == data
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ambiguous_text, max_size=12))
 def test_every_string_we_write_reads_back_the_same_in_pyyaml_too(strings):
     data = config_with(strings)
