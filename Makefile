@@ -41,7 +41,7 @@ dist/kubectl-openstack dist/kubectl-iam &: $(PLUGIN_SOURCES) | $(STAMP)
 plugins: dist/kubectl-openstack dist/kubectl-iam
 
 test: env lint plugins
-	KEYSTONE_VENV=$(abspath $(KEYSTONE_VENV)) $(PY) -m pytest tests -q
+	KEYSTONE_VENV=$(abspath $(KEYSTONE_VENV)) $(PY) -m pytest tests -q -n 2
 
 demo: env
 	KEYSTONE_VENV=$(abspath $(KEYSTONE_VENV)) $(PY) demo/demo.py
