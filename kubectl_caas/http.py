@@ -171,7 +171,7 @@ def suggest_base(base_url: str, request_url: str, location: str) -> str:
     base = base_url.rstrip("/")
     request_path = request_url.split("?", 1)[0].split("#", 1)[0]
     target_path = target.split("?", 1)[0].split("#", 1)[0]
-    if request_path.startswith(base):
+    if is_below(request_path, base):
         suffix = request_path[len(base):]
         if suffix and target_path.endswith(suffix):
             return target_path[: -len(suffix)]
@@ -179,6 +179,12 @@ def suggest_base(base_url: str, request_url: str, location: str) -> str:
             return target_path.rstrip("/")
     parts = urlsplit(target)
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else target
+
+
+def is_below(url: str, base: str) -> bool:
+    """`url` is `base` or a path under it (https://h/v3 holds https://h/v3/auth, not https://h/v30)."""
+    base = base.rstrip("/")
+    return url == base or url.startswith(base + "/")
 
 
 def prepare(session: requests.Session, service: str = "the server", base_url: str = "",
@@ -199,16 +205,29 @@ def prepare(session: requests.Session, service: str = "the server", base_url: st
                                  f"(more than {MAX_ANSWER_BYTES >> 20} MiB)",
                                  "check the URL; rerun with --debug to see the start of the answer")
         if response.is_redirect:
-            location = urljoin(response.request.url or "", response.headers.get("Location", ""))
-            where = base_url or response.request.url or ""
-            hint = "kubectl-caas never repeats a request, which may carry your credentials, at another address"
-            if url_option and base_url:
-                hint = f"use {url_option} {suggest_base(base_url, response.request.url or '', location)}"
-            raise RedirectRefused(f"{service} at {where} redirects to {location} (HTTP {response.status_code})",
-                                  hint)
+            raise RedirectRefused(*_describe_redirect(response, service, base_url, url_option))
 
     session.hooks.setdefault("response", []).append(on_response)
     return session
+
+
+def _describe_redirect(response: requests.Response, service: str, base_url: str, url_option: str) -> tuple:
+    """(message, hint) for a refused redirect. The hint names a new URL only when one can be told
+    and is safe to use: a request below the configured URL moved to an https (or loopback) place."""
+    request_url = response.request.url or ""
+    location = urljoin(request_url, response.headers.get("Location", ""))
+    message = f"{service} at {base_url or request_url} redirects to {location} (HTTP {response.status_code})"
+    hint = "kubectl-caas never repeats a request, which may carry your credentials, at another address"
+    if url_option and base_url and is_below(request_url.split("?", 1)[0], base_url):
+        suggested = suggest_base(base_url, request_url, location)
+        if is_secure_url(suggested):
+            hint = f"use {url_option} {suggested}"
+        else:
+            hint = f"it points at plain http, which would expose your credentials; ask your site for the https URL " \
+                   f"to pass as {url_option}"
+    elif url_option:
+        hint = f"an endpoint of it moved, not {url_option} itself; tell its administrators ({hint})"
+    return message, hint
 
 
 def new_session(service: str = "the server", base_url: str = "", url_option: str = "") -> requests.Session:

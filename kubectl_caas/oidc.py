@@ -238,12 +238,12 @@ class Provider:
         # A person opens these: only an https page (http on loopback), nothing a browser would run
         # (javascript:, data:, file:) or take for an option.
         if not http.is_secure_url(answer["verification_uri"]):
-            raise CaasError(f"the OIDC provider's verification URI {answer['verification_uri']!r} is not an https:// "
+            raise CaasError(f"the OIDC provider's verification URI '{answer['verification_uri']}' is not an https:// "
                             "URL", "check --issuer")
         if not http.is_secure_url(answer.get("verification_uri_complete")):
             answer.pop("verification_uri_complete", None)
         if len(answer["user_code"]) > 64 or not answer["user_code"].isprintable():
-            raise CaasError(f"the OIDC provider's user code {answer['user_code']!r} is not a code a person can type")
+            raise CaasError(f"the OIDC provider's user code '{answer['user_code']}' is not a code a person can type")
         return answer
 
     def poll_device_flow(self, device: Mapping[str, Any], sleep: Callable[[float], None] = time.sleep,

@@ -438,7 +438,7 @@ def logout(
             secret_store.forget(PLUGIN, path)
             say(f"{name}: logged out (cache entry removed)")
     if unreachable:
-        raise NetworkError("Keystone could not be reached to revoke every token (the local copies are deleted)",
+        raise NetworkError("some tokens could not be revoked at Keystone (the local copies are deleted)",
                            "the tokens expire on their own at the time `kubectl openstack status` showed")
 
 

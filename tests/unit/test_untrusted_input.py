@@ -193,3 +193,27 @@ def test_keystone_expiry_is_counted_on_the_local_clock(offset_hours):
     access = checked(fake_access(issued=issued, expires=issued + dt.timedelta(hours=9)), user="alice", project="CMS")
     assert abs(access.local_expires - (time.time() + 9 * 3600)) < 5
     assert abs(access.clock_offset - offset_hours * 3600) < 5
+
+
+def redirect(request_url: str, location: str, status: int = 307):
+    import requests
+
+    response = requests.Response()
+    response.status_code = status
+    response.headers["Location"] = location
+    response.request = requests.Request("POST", request_url).prepare()
+    return response
+
+
+@pytest.mark.parametrize("request_url, location, hint", [
+    ("https://k:5000/v3/auth/tokens", "https://k2:5000/v3/auth/tokens", "use --auth-url https://k2:5000/v3"),
+    # a downgrade is never recommended, though it is what the server asked for
+    ("https://k:5000/v3/auth/tokens", "http://k2:5000/v3/auth/tokens", "ask your site for the https URL"),
+    # /v30 is not below /v3: no guess from a path that only looks similar
+    ("https://k:5000/v30/auth/tokens", "https://k2/v30/auth/tokens", "an endpoint of it moved"),
+])
+def test_a_refused_redirect_hints_only_at_a_safe_url_below_the_configured_one(request_url, location, hint):
+    message, said = http._describe_redirect(redirect(request_url, location), "Keystone", "https://k:5000/v3",
+                                            "--auth-url")
+    assert message == f"Keystone at https://k:5000/v3 redirects to {location} (HTTP 307)"
+    assert hint in said
