@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from kubectl_caas import kubeconfig
+from kubectl_caas import goyaml, kubeconfig
 from tests.integration.harness import KUBECTL
 from tests.unit.test_kubeconfig import REFUSALS
-from tests.unit.test_kubeconfig_goyaml import GO_YAML_TYPING, ambiguous_text, config_with, number_like, words
+from tests.unit.test_goyaml import GO_YAML_TYPING, ambiguous_text, config_with, number_like, words
 
 GOLDEN = Path(__file__).parent.parent / "unit" / "golden"
 SLOW = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
@@ -55,7 +55,7 @@ unique_texts = st.lists(ambiguous_text, min_size=1, max_size=20, unique=True)
 def test_every_string_we_write_is_read_by_kubectl_as_the_same_string(tmp_path_factory, strings):
     root = tmp_path_factory.mktemp("strings")
     path = root / "kc"
-    path.write_bytes(kubeconfig.dump(config_with(strings)))
+    path.write_bytes(goyaml.dump(config_with(strings)))
     seen = view(root, str(path))
     # kubectl leaves out optional fields that are empty
     assert by_name(seen["clusters"], "cluster") == {s: {"server": s, **({"tls-server-name": s} if s else {})}
@@ -141,7 +141,7 @@ plain_texts = st.one_of(number_like, words, st.text(alphabet="0123456789abcdefxy
 
 def plain_safe(text: str) -> bool:
     """Texts that are one plain scalar to both parsers; kubectl rejects the whole file over .nan and .inf."""
-    kind, value = kubeconfig.go_resolve(text)
+    kind, value = goyaml.go_resolve(text)
     return not text.endswith(":") and ": " not in text and text not in ("-", "<<") and \
         not (kind == "float" and not math.isfinite(value))
 
@@ -151,7 +151,7 @@ def plain_safe(text: str) -> bool:
 def test_plain_scalars_are_typed_as_kubectl_types_them(tmp_path_factory, texts):
     root = tmp_path_factory.mktemp("typing")
     for text, got in zip(texts, kubectl_typing(root, texts)):
-        assert same_meaning(got, kubeconfig.go_resolve(text)[1]), (text, got)
+        assert same_meaning(got, goyaml.go_resolve(text)[1]), (text, got)
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.glob("*.yaml")))
@@ -369,7 +369,7 @@ def lay_out(root: Path, situation: Dict[str, Any]) -> str:
             real = root / "dot" / f"config{index}"
             listed.symlink_to(Path("..") / "dot" / real.name)
         if data is not None:
-            real.write_bytes(kubeconfig.dump(data))
+            real.write_bytes(goyaml.dump(data))
         items.append(str(listed.relative_to(root)) if situation.get("relative") else str(listed))
     padding = situation.get("padding", "")
     if padding == "empty first":

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubectl_caas import kubeconfig
+from kubectl_caas import goyaml, kubeconfig
 from kubectl_caas.errors import CaasError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -226,11 +226,11 @@ def test_a_kubeconfig_kubectl_accepts_is_accepted_and_what_we_do_not_touch_keeps
         for stanza in before.names(section):
             if stanza not in ("caas-login", "caas-user@login", "caas-example"):
                 assert after.get(section, stanza) == before.get(section, stanza), (section, stanza)
-    untouched = kubeconfig.parse((GOLDEN / name).read_bytes())
+    untouched = goyaml.parse((GOLDEN / name).read_bytes())
     if untouched:  # everything outside the three lists, unknown fields included
         def outside(data):
             return {k: v for k, v in data.items() if k not in (*kubeconfig.SECTIONS, "current-context")}
-        assert outside(kubeconfig.parse(path.read_bytes())) == outside(untouched)
+        assert outside(goyaml.parse(path.read_bytes())) == outside(untouched)
 
 
 def test_unreadable_entry_in_the_kubeconfig_list_is_named(tmp_path, monkeypatch):
@@ -395,7 +395,7 @@ def test_names_yaml_would_retype_are_written_so_they_read_back_as_the_same_strin
     caas = kubeconfig.Entry(context=name, cluster=name, server=name, user=name, namespace=name,
                             user_body=kubeconfig.exec_user_body(name, [name]))
     kubeconfig.upsert(caas, explicit_path=str(path))
-    for data in (kubeconfig.parse(path.read_bytes()), load_yaml(path)):
+    for data in (goyaml.parse(path.read_bytes()), load_yaml(path)):
         assert data["contexts"][0] == {"name": name, "context": {"cluster": name, "user": name, "namespace": name}}
         assert data["clusters"][0]["cluster"]["server"] == name
         assert data["current-context"] == name

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubectl_caas import kubeconfig
+from kubectl_caas import goyaml
 
 # --- strategies: text biased towards what YAML 1.1 readers retype --------------------------------
 
@@ -58,21 +58,21 @@ def config_with(strings: list) -> dict:
 @given(st.lists(ambiguous_text, max_size=12))
 def test_every_string_we_write_reads_back_as_the_same_string(strings):
     data = config_with(strings)
-    assert kubeconfig.parse(kubeconfig.dump(data)) == data
+    assert goyaml.parse(goyaml.dump(data)) == data
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ambiguous_text, max_size=12))
 def test_every_string_we_write_reads_back_the_same_in_pyyaml_too(strings):
     data = config_with(strings)
-    assert yaml.safe_load(kubeconfig.dump(data)) == data
+    assert yaml.safe_load(goyaml.dump(data)) == data
 
 
 @settings(max_examples=2000)
 @given(ambiguous_text)
 def test_the_quoting_rule_covers_everything_go_yaml_would_retype(text):
-    if text and kubeconfig.go_resolve(text)[0] != "str":
-        assert kubeconfig.go_retypes(text)
+    if text and goyaml.go_resolve(text)[0] != "str":
+        assert goyaml.go_retypes(text)
 
 
 def scalar_styles(payload: bytes) -> dict:
@@ -82,8 +82,8 @@ def scalar_styles(payload: bytes) -> dict:
 @settings(max_examples=1000)
 @given(ambiguous_text)
 def test_a_string_go_yaml_would_retype_is_written_in_quotes_as_key_and_as_value(text):
-    styles = scalar_styles(kubeconfig.dump({"extension": {text: "v", "k": text}}))
-    if kubeconfig.go_retypes(text):
+    styles = scalar_styles(goyaml.dump({"extension": {text: "v", "k": text}}))
+    if goyaml.go_retypes(text):
         assert styles[text] in ("'", '"')
 
 
@@ -91,11 +91,11 @@ def test_a_string_go_yaml_would_retype_is_written_in_quotes_as_key_and_as_value(
                                   "~", "null", "NULL", "", "<<", "=", "1:20", "2001-12-14", "-.inf", ".NaN", "0b-101",
                                   "1_e5", "+5", "-0"])
 def test_known_troublemakers_are_quoted(text):
-    assert scalar_styles(kubeconfig.dump({"namespace": text}))[text] in ("'", '"')
+    assert scalar_styles(goyaml.dump({"namespace": text}))[text] in ("'", '"')
 
 
 def test_ordinary_names_stay_unquoted():
-    styles = scalar_styles(kubeconfig.dump({"name": "caas-example-6443", "user": "alice@cms", "ns": "cms"}))
+    styles = scalar_styles(goyaml.dump({"name": "caas-example-6443", "user": "alice@cms", "ns": "cms"}))
     assert set(styles.values()) == {None}  # plain
 
 
@@ -125,16 +125,16 @@ def same_value(got, wanted) -> bool:
 
 @pytest.mark.parametrize("text, wanted", GO_YAML_TYPING)
 def test_plain_scalars_are_typed_as_go_yaml_types_them(text, wanted):
-    got = kubeconfig.parse(f"value: {text}\n".encode())["value"]
+    got = goyaml.parse(f"value: {text}\n".encode())["value"]
     assert same_value(got, wanted), (text, got, wanted)
 
 
 def test_a_bare_equals_sign_kubectl_writes_is_read_as_a_string():
-    assert kubeconfig.parse(b"current-context: =\nclusters:\n- name: =\n")["clusters"][0]["name"] == "="
+    assert goyaml.parse(b"current-context: =\nclusters:\n- name: =\n")["clusters"][0]["name"] == "="
 
 
 def test_a_merge_key_applies_where_it_stands_as_in_go_yaml():
-    data = kubeconfig.parse(b"base: &b {server: merged, x: 1}\n"
+    data = goyaml.parse(b"base: &b {server: merged, x: 1}\n"
                             b"before: {server: own, <<: *b}\n"
                             b"after: {<<: *b, server: own}\n"
                             b"list: {<<: [{a: first}, {a: second}]}\n")
@@ -144,15 +144,15 @@ def test_a_merge_key_applies_where_it_stands_as_in_go_yaml():
 
 
 def test_only_the_first_document_counts_as_in_kubectl():
-    assert kubeconfig.parse(b"current-context: a\n---\ncurrent-context: b\n") == {"current-context": "a"}
+    assert goyaml.parse(b"current-context: a\n---\ncurrent-context: b\n") == {"current-context": "a"}
 
 
 def test_tabs_go_yaml_allows_are_allowed():
-    assert kubeconfig.parse(b"kind:\tConfig\nname: a\tb\n") == {"kind": "Config", "name": "a\tb"}
+    assert goyaml.parse(b"kind:\tConfig\nname: a\tb\n") == {"kind": "Config", "name": "a\tb"}
 
 
 def test_unknown_tags_are_ignored_and_binary_is_decoded_as_go_yaml_does():
-    data = kubeconfig.parse(b"a: !foo bar\nb: !!binary aGVsbG8=\nc: !!str 5\nd: !custom {x: 1}\n")
+    data = goyaml.parse(b"a: !foo bar\nb: !!binary aGVsbG8=\nc: !!str 5\nd: !custom {x: 1}\n")
     assert data == {"a": "bar", "b": "hello", "c": "5", "d": {"x": 1}}
 
 
@@ -160,7 +160,7 @@ def test_unknown_tags_are_ignored_and_binary_is_decoded_as_go_yaml_does():
 @given(ambiguous_text.filter(lambda t: t.strip() == t and "\n" not in t))
 def test_a_value_read_from_someone_elses_file_keeps_its_meaning_when_written_back(text):
     try:
-        data = kubeconfig.parse(f"value: {text}\n".encode())
+        data = goyaml.parse(f"value: {text}\n".encode())
     except yaml.YAMLError:
         return  # not a plain scalar at all
     if not isinstance(data, dict) or not isinstance(data.get("value"), (str, int, float, bool, type(None))):
@@ -168,5 +168,5 @@ def test_a_value_read_from_someone_elses_file_keeps_its_meaning_when_written_bac
     value = data["value"]
     if isinstance(value, float) and not math.isfinite(value):
         return  # kubectl refuses these, so do we
-    again = kubeconfig.parse(kubeconfig.dump(data))["value"]
+    again = goyaml.parse(goyaml.dump(data))["value"]
     assert same_value(again, value) or (value is None and again is None)
