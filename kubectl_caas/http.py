@@ -68,7 +68,10 @@ _previous_handler: Any = None
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
-    raise DeadlineExceeded()
+    # Only while a deadline really has run out: a signal that arrives late, after its deadline was
+    # left, must not break whatever runs now.
+    if _armed and min(d.end for d in _armed) <= time.monotonic() + 0.01:
+        raise DeadlineExceeded()
 
 
 def _can_use_timer() -> bool:
@@ -117,17 +120,35 @@ class Deadline:
 
     def __enter__(self) -> "Deadline":
         _armed.append(self)
-        _rearm()
+        try:
+            _rearm()
+        except DeadlineExceeded:  # an outer deadline ran out just now
+            self._leave()
+            raise self._failure() from None
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        _armed.remove(self)
+        expired = exc_type is DeadlineExceeded
+        try:
+            self._leave()
+        except DeadlineExceeded:  # the timer fired while we were leaving
+            expired = True
+            self._leave()
+        if expired:
+            raise self._failure() from None
+
+    def _leave(self) -> None:
+        """Stop enforcing this deadline. May raise DeadlineExceeded for an outer one that ran out
+        too, which that one's own __exit__ then reports."""
+        if self in _armed:
+            _armed.remove(self)
         _rearm()
-        if exc_type is DeadlineExceeded:
-            where = f" at {self.url}" if self.url else ""
-            raise NetworkError(f"{self.service}{where} did not answer in time (gave up after {self.total:g} s)",
-                               "check the URL and your network, then retry; KUBECTL_CAAS_TIMEOUT sets the "
-                               "time limit in seconds") from None
+
+    def _failure(self) -> NetworkError:
+        where = f" at {self.url}" if self.url else ""
+        return NetworkError(f"{self.service}{where} did not answer in time (gave up after {self.total:g} s)",
+                            "check the URL and your network, then retry; KUBECTL_CAAS_TIMEOUT sets the "
+                            "time limit in seconds")
 
 
 def with_retries(call: Callable[[], T], transient: Callable[[BaseException], bool], deadline: Deadline,

@@ -217,3 +217,22 @@ def test_a_refused_redirect_hints_only_at_a_safe_url_below_the_configured_one(re
                                             "--auth-url")
     assert message == f"Keystone at https://k:5000/v3 redirects to {location} (HTTP 307)"
     assert hint in said
+
+
+def test_an_operation_that_finishes_in_time_leaves_no_timer_behind():
+    import signal
+
+    with http.Deadline("quick", total=5.0):
+        pass
+    assert not http._armed and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    http._on_alarm(signal.SIGALRM, None)  # a late signal with no deadline armed changes nothing
+
+
+def test_an_expired_inner_deadline_is_reported_and_the_outer_one_goes_on():
+    with http.Deadline("outer", total=30.0):
+        with pytest.raises(NetworkError) as caught:
+            with http.Deadline("inner", "https://slow.example", total=0.2):
+                threading.Event().wait(5)  # blocks until the timer interrupts it
+        assert "inner at https://slow.example did not answer in time" in str(caught.value)
+        assert len(http._armed) == 1
+    assert not http._armed
