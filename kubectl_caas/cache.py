@@ -299,6 +299,9 @@ def write_cache_file(path: str, payload: bytes) -> None:
     dfd = _open_dir_for_writing(directory)
     try:
         _replace_atomically(dfd, name, payload, directory)
+    except OSError as exc:  # a full disk or quota, say: the old entry is still there, unchanged
+        raise CaasError(f"cannot write the token cache entry {path}: {exc.strerror}",
+                        "free some space, or set KUBECTL_CAAS_CACHE_DIR to another directory") from None
     finally:
         os.close(dfd)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 from kubectl_caas.terminal import printable
 
@@ -41,15 +41,22 @@ def local_window(sent: float, server_now: float, server_expiry: float) -> Tuple[
     return sent, sent + lifetime
 
 
-def note_offset(plugin: str, server: str, offset: float, previous: Any) -> None:
-    """Say once (per change of the difference) that this machine's clock is off."""
-    if abs(offset) < NOTICEABLE_OFFSET:
+SERVERS = {"openstack": "Keystone", "iam": "the OIDC provider"}
+_said: list = []  # offsets already reported by this process (--all-projects stores several entries)
+
+
+def note_offset(plugin: str, entry: Mapping[str, Any], previous: Optional[Mapping[str, Any]]) -> None:
+    """Say once that this machine's clock is off from the server's, as measured for `entry` (its
+    `clock_offset`: server minus local, seconds); not again while the entry it replaces, or an
+    entry already stored by this process, measured about the same difference."""
+    offset = finite_number(entry.get("clock_offset"))
+    if offset is None or abs(offset) < NOTICEABLE_OFFSET:
         return
-    earlier = finite_number(previous)
-    if earlier is not None and abs(earlier - offset) < NOTICEABLE_OFFSET:
-        return  # already said for this difference
+    earlier = [finite_number((previous or {}).get("clock_offset")), *_said]
+    if any(e is not None and abs(e - offset) < NOTICEABLE_OFFSET for e in earlier):
+        return
+    _said.append(offset)
     direction = "behind" if offset > 0 else "ahead of"
-    minutes = abs(offset) / 60
-    print(printable(f"kubectl-{plugin}: this machine's clock is {minutes:.0f} min {direction} {server}'s; "
-                    "token lifetimes are counted from your clock, but fix it (NTP): other tools will fail"),
-          file=sys.stderr)
+    print(printable(f"kubectl-{plugin}: this machine's clock is {abs(offset) / 60:.0f} min {direction} "
+                    f"{SERVERS.get(plugin, 'the server')}'s; token lifetimes are counted from your clock, but fix "
+                    "it (NTP): other tools will fail"), file=sys.stderr)

@@ -297,6 +297,9 @@ def _renew(plugin: str, options: Dict[str, str], kind: str, path: str, interacti
         token = cached_token(new_entry, kind)
         if token is None:
             raise CaasError(f"the {plugin} server returned no usable {kind} token")
+        from kubectl_caas.clock import note_offset
+
+        note_offset(plugin, new_entry, entry)
         # kubectl gets the new token even when it cannot be saved (a full disk, say): the renewal
         # happened, and a refresh token rotated by it must not be thrown away with an error.
         problem = secret_store.save_renewed(plugin, path, new_entry, options.get("token-storage"))

@@ -104,11 +104,13 @@ class Deadline:
     """
 
     def __init__(self, service: str = "the server", url: str = "", total: Optional[float] = None):
-        self.total = total if total is not None else total_timeout()
+        total = total if total is not None else total_timeout()
         self.service, self.url = service, url
-        self.end = time.monotonic() + self.total
+        now = time.monotonic()
+        self.end = now + total
         if _armed:
             self.end = min(self.end, min(d.end for d in _armed))
+        self.total = self.end - now  # what this operation really gets, when an outer budget is shorter
 
     def remaining(self) -> float:
         return self.end - time.monotonic()
@@ -146,7 +148,7 @@ class Deadline:
 
     def _failure(self) -> NetworkError:
         where = f" at {self.url}" if self.url else ""
-        return NetworkError(f"{self.service}{where} did not answer in time (gave up after {self.total:g} s)",
+        return NetworkError(f"{self.service}{where} did not answer in time (gave up after {self.total:.3g} s)",
                             "check the URL and your network, then retry; KUBECTL_CAAS_TIMEOUT sets the "
                             "time limit in seconds")
 

@@ -347,7 +347,9 @@ class Keystone:
 
     def create_application_credential(self, access, lifetime: float) -> Optional[Dict[str, Any]]:
         """A restricted credential for the token's project, or None when Keystone forbids it (403)."""
-        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=lifetime)
+        # Keystone judges expires_at by its own clock: count the lifetime from its issued_at.
+        expires = dt.datetime.fromtimestamp(access.local_issued + access.clock_offset, dt.timezone.utc) + \
+            dt.timedelta(seconds=lifetime)
         # Unique per login; the host name tells a person in the dashboard where it is used.
         name = f"kubectl-caas-{access.project_name}-{socket.gethostname()}-{secrets.token_hex(4)}"
         body = {"application_credential": {
@@ -368,7 +370,7 @@ class Keystone:
         if not created.get("id") or not created.get("secret"):
             raise CaasError("Keystone created an application credential but returned no id or secret")
         return {"id": created["id"], "secret": created["secret"], "name": created.get("name", name),
-                "expires_at": expires.timestamp(), "user_id": access.user_id}
+                "expires_at": access.local_issued + lifetime, "user_id": access.user_id}
 
     def delete_application_credential(self, token: str, user_id: str, credential_id: str) -> bool:
         try:
@@ -456,13 +458,8 @@ def _json(response) -> Dict[str, Any]:
 
 def entry_from_access(identity: Identity, access, method: str,
                       application_credential: Optional[Dict[str, Any]] = None,
-                      remember_seconds: Optional[float] = None,
-                      previous: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """The cache entry for a checked login answer (see Keystone._checked); times in local time.
-    `previous`: the entry this one replaces, so that a clock difference is reported only once."""
-    from kubectl_caas import clock
-
-    clock.note_offset("openstack", SERVICE, access.clock_offset, (previous or {}).get("clock_offset"))
+                      remember_seconds: Optional[float] = None) -> Dict[str, Any]:
+    """The cache entry for a checked login answer (see Keystone._checked); times in local time."""
     entry: Dict[str, Any] = {
         "version": 1,
         "plugin": "openstack",
@@ -507,7 +504,7 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
             try:
                 access = keystone.application_credential_login(remembered["id"], remembered["secret"])
                 return entry_from_access(identity, access, entry.get("method") or "application_credential",
-                                         remembered, entry.get("remember_seconds"), entry)
+                                         remembered, entry.get("remember_seconds"))
             except AuthError:
                 pass  # expired or deleted on the server: fall through to the next source
         show("kubectl-openstack: the remembered application credential no longer works")
@@ -520,7 +517,7 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
         if credential_id and secret and identity.application_credential_id in (None, credential_id):
             access = keystone.application_credential_login(credential_id, secret, expect_identity=False)
             _check_project(identity, access)
-            return entry_from_access(identity, access, "application_credential", previous=entry)
+            return entry_from_access(identity, access, "application_credential")
     if identity.application_credential_id:
         raise LoginRequired(f"no secret for application credential {identity.application_credential_id}",
                             "set OS_APPLICATION_CREDENTIAL_SECRET, or run `kubectl openstack login`")
@@ -542,7 +539,7 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
         credential, notice = remember_login(keystone, access, float(remember))
         if notice:
             show(f"kubectl-openstack: {notice}")
-    return entry_from_access(identity, access, "password", credential, remember, entry)
+    return entry_from_access(identity, access, "password", credential, remember)
 
 
 def _cloud_secrets(identity: Identity) -> Dict[str, Any]:

@@ -427,7 +427,6 @@ def entry_from_tokens(provider: Provider, tokens: Mapping[str, Any],
         entry_tokens["access"] = {"value": access_token,
                                   **local(_access_token_expiry(provider, access_token, tokens.get("expires_in")))}
     offset = server_now - sent_at
-    clock.note_offset("iam", "the OIDC provider", offset, previous.get("clock_offset"))
     refresh_token = tokens.get("refresh_token") or previous.get("refresh_token")
     entry: Dict[str, Any] = {
         "version": 1,

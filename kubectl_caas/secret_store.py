@@ -116,7 +116,7 @@ def save_renewed(plugin: str, cache_path: str, entry: Dict[str, Any], storage: O
     slim = {k: v for k, v in entry.items() if k not in DISPOSABLE}
     try:
         save(plugin, cache_path, slim, storage)
-        return f"the token cache is short of space ({reason}); saved the renewed token without cached discovery data"
+        return f"the token cache is short of space ({reason}); saved the renewed token in a smaller cache entry"
     except (OSError, CaasError):
         pass
     if cache.overwrite_entry_in_place(cache_path, _on_disk(plugin, cache_path, slim, storage)):

@@ -324,9 +324,12 @@ def store_login(plugin: str, args: List[str], entry: Dict[str, Any], storage: st
     from kubectl_caas import cache, secret_store
     from kubectl_caas.exec_plugin import entry_path_for, exec_options
 
+    from kubectl_caas.clock import note_offset
+
     path = entry_path_for(plugin, exec_options(plugin, args))
     with cache.EntryLock(path):
         previous = secret_store.load(plugin, path, cache.read_entry(path)) or {}
+        note_offset(plugin, entry, previous)
         secret_store.save(plugin, path, entry, storage)
     return previous
 

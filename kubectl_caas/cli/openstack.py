@@ -258,7 +258,7 @@ def login(
         written.append(_write(identity, entry, server_url, ca_data, context, namespace, kubeconfig_path, force,
                               storage=storage))
         say(f"Logged in as {access.username} to project {access.project_name} with application credential "
-            f"{app_cred_id}: token valid until {common.describe_expiry(access.expires.timestamp())}")
+            f"{app_cred_id}: token valid until {common.describe_expiry(access.local_expires)}")
     else:
         secret = _password(settings, cloud, identity, password_stdin, password)
         if all_projects:
@@ -294,8 +294,18 @@ def _finish_password_login(keystone, identity, access, remember: float, server: 
 
     credential = _remember(keystone, access, remember)
     entry = entry_from_access(identity, access, "password", credential, remember)
-    name = _write(identity, entry, server, ca_data, context, namespace, kubeconfig_path, force, keystone, storage)
-    expiry = common.describe_expiry(access.expires.timestamp())
+    try:
+        name = _write(identity, entry, server, ca_data, context, namespace, kubeconfig_path, force, keystone, storage)
+    except CaasError:
+        # Nothing records the credential just created (a full disk, a refused kubeconfig...): delete
+        # it now, or it would stay valid on Keystone with nobody to remove it.
+        if credential:
+            try:
+                keystone.delete_application_credential(access.auth_token, access.user_id, credential["id"])
+            except CaasError:
+                pass
+        raise
+    expiry = common.describe_expiry(access.local_expires)
     remembered = (f"; remembered until {common.describe_expiry(credential['expires_at'])}" if credential
                   else "")
     say(f"Logged in as {access.username} to project {access.project_name}: token valid until {expiry}{remembered}")

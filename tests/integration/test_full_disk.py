@@ -114,3 +114,18 @@ def test_renewal_with_no_storage_left_still_answers_and_says_what_was_lost(
     (warning,) = renewed.stderr.splitlines()
     assert "could not save the renewed token" in warning and "kubectl iam login" in warning
     assert entry_path.read_bytes() == before  # nothing half-written
+
+
+def test_login_on_a_full_disk_fails_in_one_line_and_leaves_no_application_credential(
+        keystone, site, workspace, alice, tiny_disk):
+    from tests.integration.harness import PASSWORD
+
+    workspace.env["KUBECTL_CAAS_CACHE_DIR"] = str(tiny_disk)
+    fill(tiny_disk)
+    result = workspace.run("kubectl-openstack", "login", "--user", alice["name"], "--project", "CMS",
+                           "--password-stdin", input=PASSWORD + "\n")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "cannot write the token cache entry" in line and "free some space" in line
+    assert keystone.list_application_credentials(alice["id"]) == []  # created, then deleted again
+    assert not workspace.kubeconfig.exists()

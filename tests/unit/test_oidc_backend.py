@@ -24,6 +24,7 @@ from joserfc.jwk import KeySet, RSAKey
 from requests.structures import CaseInsensitiveDict
 
 from kubectl_caas import cache, exec_plugin, http, oidc
+from kubectl_caas import clock as clock_module
 from kubectl_caas.errors import AuthError, CaasError, LoginRequired, UsageError
 
 ISSUER = "https://iam.example.org"  # as the user configures it
@@ -792,23 +793,29 @@ def test_an_absurd_expiry_never_reaches_the_cache(iam, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("offset", [3600.0, -7200.0])
-def test_expiry_is_counted_on_the_local_clock_when_the_clocks_disagree(iam, offset, capsys):
+def test_expiry_is_counted_on_the_local_clock_when_the_clocks_disagree(iam, offset, capsys, monkeypatch):
     # The provider's clock is `offset` from ours; its token lives 600 s by its clock. kubectl judges
     # expiry by ours, so the cache must say "600 s from now", not the provider's exp.
+    monkeypatch.setattr(clock_module, "_said", [])
     iam.date_offset = offset
     server_now = int(time.time() + offset)
-    iam.script(TOKEN_URL, token_answer(id_token=id_token(iat=server_now, exp=server_now + 600),
-                                       access_token=access_jwt(iat=server_now, exp=server_now + 3600)))
+    answer = token_answer(id_token=id_token(iat=server_now, exp=server_now + 600),
+                          access_token=access_jwt(iat=server_now, exp=server_now + 3600))
+    iam.script(TOKEN_URL, answer, answer)
+    path = store_for_get_token(previous_entry(with_discovery=True))
     before = time.time()
-    entry = oidc.renew(OPTIONS, previous_entry(with_discovery=True), interactive=False)
+    assert exec_plugin.get_token("iam", get_token_args()) == 0
     after = time.time()
+    entry = cache.read_entry(path)
     assert before - 2 <= entry["tokens"]["id"]["expires_at"] - 600 <= after + 1
     assert before - 2 <= entry["tokens"]["access"]["expires_at"] - 3600 <= after + 1
     notice = capsys.readouterr().err
     assert "clock" in notice and ("behind" if offset > 0 else "ahead of") in notice
-    # said once: the next renewal with the same difference is silent
-    iam.script(TOKEN_URL, token_answer(id_token=id_token(iat=server_now, exp=server_now + 600)))
-    oidc.renew(OPTIONS, entry, interactive=False)
+    # said once: a later renewal (another process) measuring the same difference is silent
+    monkeypatch.setattr(clock_module, "_said", [])
+    entry["tokens"]["id"]["expires_at"] = time.time() - 5
+    cache.write_entry(path, entry)
+    assert exec_plugin.get_token("iam", get_token_args()) == 0
     assert "clock" not in capsys.readouterr().err
 
 
