@@ -1,87 +1,109 @@
-"""clouds.yaml support without openstacksdk (which takes half a second to import).
+"""clouds.yaml entries, read by openstacksdk's own loader (`openstack.config`), as every OpenStack
+tool reads them.
 
-Search order as openstacksdk: OS_CLIENT_CONFIG_FILE, then ./, ~/.config/openstack/, /etc/openstack/;
-file names clouds.yaml, clouds.yml, clouds.json; secure.yaml (same places) is merged on top.
+openstacksdk finds the files (OS_CLIENT_CONFIG_FILE, falling back to the usual search when it
+names no file; ./, $XDG_CONFIG_HOME/openstack, /etc/xdg/openstack, /etc/openstack), merges
+secure.yaml (OS_CLIENT_SECURE_FILE) over clouds.yaml, applies vendor profiles and regions, and
+rewrites the legacy spellings (`tenant_name`, a `domain_name` meant for both user and project).
+We take the merged entry from it and nothing else: the OS_* variables and flags are applied above
+it by the caller, which is python-openstackclient's order (its `--os-*` options default to the
+OS_* variables and beat the file).
+
+Imported only when a login, or a renewal that uses the entry's secret, names a cloud: importing
+openstacksdk costs about a quarter of a second.
 """
 from __future__ import annotations
 
-import os
+import warnings
 from typing import Any, Dict, List, Optional
 
 from kubectl_caas.errors import UsageError
 
-NAMES = ("clouds.yaml", "clouds.yml", "clouds.json")
-SECURE_NAMES = ("secure.yaml", "secure.yml", "secure.json")
+# Our setting names, from the entry's `auth` keys as openstacksdk leaves them.
+AUTH_KEYS = {
+    "auth_url": "auth_url",
+    "user": "username",
+    "user_id": "user_id",
+    "user_domain": "user_domain_name",
+    "user_domain_id": "user_domain_id",
+    "project": "project_name",
+    "project_id": "project_id",
+    "project_domain": "project_domain_name",
+    "project_domain_id": "project_domain_id",
+    "password": "password",
+    "application_credential_id": "application_credential_id",
+    "application_credential_name": "application_credential_name",
+    "application_credential_secret": "application_credential_secret",
+}
+SECRETS = ("password", "application_credential_secret")
 
 
-def search_dirs() -> List[str]:
-    return [os.getcwd(), os.path.join(os.path.expanduser("~"), ".config", "openstack"), "/etc/openstack"]
-
-
-def _first(names, explicit_env: Optional[str]) -> Optional[str]:
-    if explicit_env and os.environ.get(explicit_env):
-        return os.environ[explicit_env]
-    for directory in search_dirs():
-        for name in names:
-            path = os.path.join(directory, name)
-            if os.path.isfile(path):
-                return path
-    return None
-
-
-def _load(path: str) -> Dict[str, Any]:
-    import yaml
+def _config():
+    from openstack.config import loader
 
     try:
-        with open(path, "rb") as handle:
-            data = yaml.safe_load(handle.read()) or {}
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError:
-        raise UsageError(f"{path} is not valid YAML") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path} must be a mapping with `clouds:` inside")
-    return data
+        # load_envvars: without it openstacksdk also ignores OS_CLIENT_CONFIG_FILE; the cloud it then
+        # makes of the OS_* variables ("envvars") is never one we read.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return loader.OpenStackConfig(load_envvars=True)
+    except Exception as exc:  # noqa: BLE001 - openstacksdk reports a broken file in many ways
+        raise UsageError(f"cannot read clouds.yaml: {_reason(exc)}", "fix the file, or set OS_CLIENT_CONFIG_FILE") \
+            from None
 
 
-def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
 
 
 def load_cloud(name: str) -> Dict[str, Any]:
-    """The named cloud's settings, flattened to our option names (auth_url, user, password, ...)."""
-    path = _first(NAMES, "OS_CLIENT_CONFIG_FILE")
-    if not path:
-        raise UsageError(f"cloud {name!r} requested but no clouds.yaml found",
-                         "put it in ~/.config/openstack/clouds.yaml or set OS_CLIENT_CONFIG_FILE")
-    clouds = _load(path).get("clouds") or {}
-    secure_path = _first(SECURE_NAMES, None)
-    if secure_path:
-        clouds = _merge(clouds, _load(secure_path).get("clouds") or {})
-    cloud = clouds.get(name) if isinstance(clouds, dict) else None
-    if not isinstance(cloud, dict):
-        known = ", ".join(sorted(clouds)) if isinstance(clouds, dict) else ""
-        raise UsageError(f"no cloud named {name!r} in {path}", f"known clouds: {known or 'none'}")
-    auth = cloud.get("auth") or {}
-    flat = {
-        "auth_url": auth.get("auth_url"),
-        "user": auth.get("username"),
-        "user_id": auth.get("user_id"),
-        "user_domain": auth.get("user_domain_name") or auth.get("domain_name"),
-        "user_domain_id": auth.get("user_domain_id") or auth.get("domain_id"),
-        "project": auth.get("project_name") or auth.get("tenant_name"),
-        "project_id": auth.get("project_id") or auth.get("tenant_id"),
-        "project_domain": auth.get("project_domain_name") or auth.get("domain_name"),
-        "project_domain_id": auth.get("project_domain_id") or auth.get("domain_id"),
-        "password": auth.get("password"),
-        "application_credential_id": auth.get("application_credential_id"),
-        "application_credential_secret": auth.get("application_credential_secret"),
-        "cacert": cloud.get("cacert"),
-    }
+    """The named entry in our setting names (see AUTH_KEYS), plus `auth_type`, `cacert` and
+    `verify` when the entry sets them. UsageError when there is no such entry."""
+    config = _config()
+    names = _named_clouds(config)
+    if name not in names:
+        known = ", ".join(names) or "none"
+        raise UsageError(f"no cloud named {name!r} in clouds.yaml", f"known clouds: {known}")
+    try:
+        with warnings.catch_warnings():
+            # openstacksdk warns about its own future (metrics libraries...): not the user's concern
+            warnings.simplefilter("ignore")
+            region = config.get_one(cloud=name, validate=False)
+    except Exception as exc:  # noqa: BLE001 - as above
+        raise UsageError(f"cannot read cloud {name!r} from clouds.yaml: {_reason(exc)}") from None
+    entry = region.config
+    auth = entry.get("auth") or {}
+    flat: Dict[str, Any] = {ours: auth.get(theirs) for ours, theirs in AUTH_KEYS.items()}
+    flat["auth_type"] = entry.get("auth_type")
+    flat["cacert"] = entry.get("cacert")
+    # verify: false, or the older insecure: true (read when the session is made, so not folded in yet)
+    if entry.get("verify") is False or str(entry.get("insecure")).lower() == "true":
+        flat["verify"] = False
     return {k: v for k, v in flat.items() if v not in (None, "")}
+
+
+# Clouds openstacksdk makes up: of the OS_* variables, and a stand-in when no file exists.
+_MADE_UP = ("envvars", "defaults")
+
+
+def _named_clouds(config) -> List[str]:
+    return sorted(n for n in config.get_cloud_names() if n not in _MADE_UP)
+
+
+def cloud_names() -> List[str]:
+    """The clouds the files define, for a hint when none was chosen; empty when there is no file."""
+    try:
+        return _named_clouds(_config())
+    except UsageError:
+        return []
+
+
+def hint_for_unchosen_cloud(default: Optional[str] = None) -> Optional[str]:
+    """'pass --os-cloud NAME ...' when clouds.yaml defines clouds but none was chosen."""
+    names = cloud_names()
+    if not names:
+        return default
+    if len(names) == 1:
+        return f"your clouds.yaml defines cloud {names[0]!r}: pass --os-cloud {names[0]} or set OS_CLOUD={names[0]}"
+    return f"your clouds.yaml defines clouds {', '.join(names)}: choose one with --os-cloud NAME or OS_CLOUD"

@@ -83,9 +83,9 @@ class Identity:
     def exec_args(self) -> List[str]:
         """get-token's arguments: enough to find the cache entry and log in again, no secret."""
         args = ["get-token", "--auth-url", self.auth_url]
-        pairs = [("user", self.user), ("user-id", None if self.user else self.user_id),
+        pairs = [("user", self.user), ("user-id", self.user_id),
                  ("user-domain", self.user_domain), ("user-domain-id", None if self.user_domain else self.user_domain_id),
-                 ("project", self.project), ("project-id", None if self.project else self.project_id),
+                 ("project", self.project), ("project-id", self.project_id),
                  ("project-domain", self.project_domain),
                  ("project-domain-id", None if self.project_domain else self.project_domain_id),
                  ("application-credential-id", self.application_credential_id),
@@ -105,14 +105,18 @@ class Identity:
         return self.project or self.project_id or "?"
 
     def scope(self) -> Dict[str, Optional[str]]:
-        if self.project_id and not self.project:
+        # By id whenever there is one, as keystoneauth1 (and so every OpenStack tool) does: a
+        # dashboard's clouds.yaml names both, and the name alone may be ambiguous across domains.
+        if self.project_id:
             return {"project_id": self.project_id}
         return {"project_name": self.project, "project_domain_name": self.project_domain,
                 "project_domain_id": None if self.project_domain else self.project_domain_id}
 
     def user_fields(self) -> Dict[str, Optional[str]]:
-        return {"username": self.user, "user_id": None if self.user else self.user_id,
-                "user_domain_name": self.user_domain,
+        # By id when there is one, as keystoneauth1 does; a name needs its domain.
+        if self.user_id:
+            return {"user_id": self.user_id}
+        return {"username": self.user, "user_domain_name": self.user_domain,
                 "user_domain_id": None if self.user_domain else self.user_domain_id}
 
 
@@ -186,7 +190,7 @@ class Keystone:
                             "check --auth-url: a Keystone must answer a project-scoped login with a project-scoped "
                             "token", EXIT_AUTH)
         if expect_identity and scoped:
-            wanted_id = project_id or (ident.project_id if not ident.project else None)
+            wanted_id = project_id or ident.project_id
             if wanted_id and names[1] != wanted_id or \
                     not wanted_id and ident.project and str(names[2] or "").casefold() != ident.project.casefold():
                 raise CaasError(f"{bad} is a token for project {names[2]} ({names[1]}), not "
@@ -297,12 +301,20 @@ class Keystone:
         except ks_exc.ClientException as exc:
             raise self._translate(exc, f"the login to project {project_id}") from None
 
-    def application_credential_login(self, credential_id: str, secret: str, expect_identity: bool = True):
-        """`expect_identity`: the answer must be for the identity's user and project (renewal); at
-        login the credential itself says who and where."""
+    def application_credential_login(self, credential_id: Optional[str], secret: str, expect_identity: bool = True,
+                                     name: Optional[str] = None):
+        """By id, or by `name` with the identity's user (name or id, and domain). `expect_identity`:
+        the answer must be for the identity's user and project (renewal); at login the credential
+        itself says who and where."""
         # Never send a scope with an application credential: Keystone answers 401 (its project is implicit).
+        by_name = {} if credential_id else {"application_credential_name": name, **{
+            k: v for k, v in self.identity.user_fields().items() if v}}
+        if not credential_id and not (name and (self.identity.user or self.identity.user_id)):
+            raise UsageError(f"application credential {name!r} is named without its user",
+                             "an application credential given by name needs the user's name or id as well")
         auth = v3.ApplicationCredential(self.identity.auth_url, application_credential_secret=secret,
-                                        application_credential_id=credential_id, include_catalog=False)
+                                        application_credential_id=credential_id, include_catalog=False, **by_name)
+        credential_id = credential_id or name
         try:
             return self._get_access(auth, "the application credential login", expect_identity=expect_identity)
         except (ks_exc.Unauthorized, ks_exc.NotFound) as exc:
@@ -511,13 +523,21 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
         entry.pop("application_credential", None)
 
     cloud = _cloud_secrets(identity)
-    for credential_id, secret in ((os.environ.get("OS_APPLICATION_CREDENTIAL_ID"),
-                                   os.environ.get("OS_APPLICATION_CREDENTIAL_SECRET")),
-                                  (cloud.get("application_credential_id"), cloud.get("application_credential_secret"))):
-        if credential_id and secret and identity.application_credential_id in (None, credential_id):
-            access = keystone.application_credential_login(credential_id, secret, expect_identity=False)
-            _check_project(identity, access)
-            return entry_from_access(identity, access, "application_credential")
+    env = os.environ
+    for credential_id, name, secret in (
+            (env.get("OS_APPLICATION_CREDENTIAL_ID"), env.get("OS_APPLICATION_CREDENTIAL_NAME"),
+             env.get("OS_APPLICATION_CREDENTIAL_SECRET")),
+            (cloud.get("application_credential_id"), cloud.get("application_credential_name"),
+             cloud.get("application_credential_secret"))):
+        if not secret or not (credential_id or name):
+            continue
+        if credential_id and identity.application_credential_id not in (None, credential_id):
+            continue  # a credential for another context
+        access = keystone.application_credential_login(credential_id, secret, expect_identity=False, name=name)
+        if identity.application_credential_id not in (None, access.application_credential_id):
+            continue  # by name, it turned out to be another one
+        _check_project(identity, access)
+        return entry_from_access(identity, access, "application_credential")
     if identity.application_credential_id:
         raise LoginRequired(f"no secret for application credential {identity.application_credential_id}",
                             "set OS_APPLICATION_CREDENTIAL_SECRET, or run `kubectl openstack login`")

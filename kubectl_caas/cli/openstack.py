@@ -56,59 +56,99 @@ Kubeconfig = typer.Option(None, "--kubeconfig", help="kubeconfig file to use [de
 Debug = typer.Option(False, "--debug", help="print each HTTP request and answer to stderr, secrets redacted")
 
 
-def _settings(flags: Dict[str, Any], profile: Optional[str], os_cloud: Optional[str]) -> Tuple[Settings, Dict[str, Any]]:
-    settings = Settings.load(PLUGIN, flags, profile)
-    cloud_name = os_cloud or os.environ.get("OS_CLOUD")
-    cloud: Dict[str, Any] = {}
-    if cloud_name:
-        from kubectl_caas.clouds import load_cloud
+# Where each setting comes from besides its flag, in python-openstackclient's order: its --os-*
+# options default to these OS_* variables, and both beat the clouds.yaml entry.
+ENVIRONMENT = {
+    "auth_url": ["OS_AUTH_URL"], "user": ["OS_USERNAME"], "user_id": ["OS_USER_ID"],
+    "user_domain": ["OS_USER_DOMAIN_NAME"], "user_domain_id": ["OS_USER_DOMAIN_ID"],
+    "project": ["OS_PROJECT_NAME", "OS_TENANT_NAME"], "project_id": ["OS_PROJECT_ID", "OS_TENANT_ID"],
+    "project_domain": ["OS_PROJECT_DOMAIN_NAME"], "project_domain_id": ["OS_PROJECT_DOMAIN_ID"],
+    "cacert": ["OS_CACERT"], "auth_type": ["OS_AUTH_TYPE"], "password": ["OS_PASSWORD"],
+    "application_credential_id": ["OS_APPLICATION_CREDENTIAL_ID"],
+    "application_credential_name": ["OS_APPLICATION_CREDENTIAL_NAME"],
+    "application_credential_secret": ["OS_APPLICATION_CREDENTIAL_SECRET"],
+    "server": ["CAAS_SERVER"], "certificate_authority": ["CAAS_CERTIFICATE_AUTHORITY"],
+}
+# A flag names the user or the project outright: the other spelling (id or name) is then not
+# taken from the environment or the file, where it may be left over from another project.
+FLAG_PAIRS = (("user", "user_id"), ("project", "project_id"))
+AUTH_TYPES = {"password": "password", "v3password": "password",
+              "v3applicationcredential": "application_credential"}
 
-        cloud = load_cloud(cloud_name)
-        # A clouds.yaml entry sits just below the flags: it was asked for by name.
-        for key, value in cloud.items():
-            if flags.get(key) in (None, "") and key not in ("password", "application_credential_secret"):
-                flags[key] = value
-        flags["os_cloud"] = cloud_name
-    return settings, cloud
+
+class OpenStackSettings:
+    """The settings of one command: flag > OS_* variable > clouds.yaml entry > config file > site profile."""
+
+    def __init__(self, flags: Dict[str, Any], profile: Optional[str], os_cloud: Optional[str]):
+        self.settings = Settings.load(PLUGIN, flags, profile)
+        self.flags = flags
+        self.cloud_name = os_cloud or os.environ.get("OS_CLOUD") or None
+        self.cloud: Dict[str, Any] = {}
+        if self.cloud_name:
+            from kubectl_caas.clouds import load_cloud
+
+            self.cloud = load_cloud(self.cloud_name)
+            if self.cloud.get("verify") is False:
+                raise UsageError(f"cloud {self.cloud_name!r} in clouds.yaml turns TLS verification off (verify: false "
+                                 "or insecure: true), which would hand your password to anyone between you and "
+                                 "Keystone", "remove that setting and give Keystone's CA bundle as `cacert:` or "
+                                 "--cacert")
+
+    def get(self, key: str) -> Any:
+        for pair in FLAG_PAIRS:
+            if key in pair and any(self.flags.get(k) for k in pair):
+                return self.flags.get(key)
+        candidates = [self.flags.get(key), *(os.environ.get(name) for name in ENVIRONMENT.get(key, ())),
+                      self.cloud.get(key), self.settings.config.get(key), self.settings.profile.get(key)]
+        return next((value for value in candidates if value not in (None, "")), None)
+
+    def auth_type(self) -> Optional[str]:
+        """'password', 'application_credential', or None when nothing says which (then the caller
+        decides by what it was given)."""
+        asked = self.get("auth_type")
+        if not asked:
+            return None
+        if asked not in AUTH_TYPES:
+            where = "OS_AUTH_TYPE" if os.environ.get("OS_AUTH_TYPE") else f"cloud {self.cloud_name!r} in clouds.yaml"
+            raise UsageError(f"{where} asks for auth type {asked!r}, which kubectl-openstack cannot log in with",
+                             "use password (v3password) or v3applicationcredential")
+        return AUTH_TYPES[asked]
+
+    def hint(self, key: str) -> Optional[str]:
+        return self.settings.hint(key)
+
+    def unchosen_cloud_hint(self, default: str) -> str:
+        if self.cloud_name:
+            return default
+        from kubectl_caas.clouds import hint_for_unchosen_cloud
+
+        return hint_for_unchosen_cloud(default) or default
 
 
-def _identity(settings: Settings):
+def _identity(settings: OpenStackSettings):
     from kubectl_caas.keystone import Identity
 
-    auth_url = settings.get("auth_url", ["OS_AUTH_URL"])
+    auth_url = settings.get("auth_url")
     if not auth_url:
-        raise UsageError("no Keystone URL", "pass --auth-url or set OS_AUTH_URL")
-    return Identity(
-        auth_url=auth_url,
-        user=settings.get("user", ["OS_USERNAME"]),
-        user_id=settings.get("user_id", ["OS_USER_ID"]),
-        user_domain=settings.get("user_domain", ["OS_USER_DOMAIN_NAME"]),
-        user_domain_id=settings.get("user_domain_id", ["OS_USER_DOMAIN_ID"]),
-        project=settings.get("project", ["OS_PROJECT_NAME", "OS_TENANT_NAME"]),
-        project_id=settings.get("project_id", ["OS_PROJECT_ID", "OS_TENANT_ID"]),
-        project_domain=settings.get("project_domain", ["OS_PROJECT_DOMAIN_NAME"]),
-        project_domain_id=settings.get("project_domain_id", ["OS_PROJECT_DOMAIN_ID"]),
-        cacert=settings.get("cacert", ["OS_CACERT"]),
-        os_cloud=settings.flags.get("os_cloud"),
-    )
+        raise UsageError("no Keystone URL", settings.unchosen_cloud_hint("pass --auth-url or set OS_AUTH_URL"))
+    fields = ("user", "user_id", "user_domain", "user_domain_id", "project", "project_id", "project_domain",
+              "project_domain_id", "cacert")
+    return Identity(auth_url=auth_url, os_cloud=settings.cloud_name, **{k: settings.get(k) for k in fields})
 
 
-def _password(settings: Settings, cloud: Dict[str, Any], identity, password_stdin: bool,
-              password_arg: Optional[str]) -> str:
+def _password(settings: OpenStackSettings, identity, password_stdin: bool, password_arg: Optional[str]) -> str:
     if password_stdin:
         return common.read_secret_stdin("password")
     if password_arg:
         say("kubectl-openstack: warning: a password on the command line is visible to other users in `ps` "
             "and stays in your shell history; let the command prompt for it, or use --password-stdin")
         return password_arg
-    if cloud.get("password"):
-        return cloud["password"]
-    if os.environ.get("OS_PASSWORD"):
-        return os.environ["OS_PASSWORD"]
+    if settings.get("password"):
+        return settings.get("password")
     password = common.prompt_secret(f"Keystone password for {identity.who} ({identity.auth_url}): ")
     if password is None:
         raise UsageError("no password and no terminal to ask for one",
-                         "pass it with --password-stdin or set OS_PASSWORD")
+                         settings.unchosen_cloud_hint("pass it with --password-stdin or set OS_PASSWORD"))
     if not password:
         raise UsageError("the password is empty", "type your OpenStack password (set in the dashboard)")
     return password
@@ -211,23 +251,31 @@ def login(
                  project_domain=project_domain, project_domain_id=project_domain_id, cacert=cacert,
                  server=server, certificate_authority=certificate_authority, namespace=namespace,
                  application_credential_id=application_credential_id)
-    settings, cloud = _settings(flags, profile, os_cloud)
+    settings = OpenStackSettings(flags, profile, os_cloud)
     identity = _identity(settings)
-    server_url = common.require_https_server(settings.get("server", ["CAAS_SERVER"]), settings.hint("server"))
-    ca_data = common.read_ca_data(settings.get("certificate_authority", ["CAAS_CERTIFICATE_AUTHORITY"]))
-    namespace = common.check_namespace(settings.flags.get("namespace") or settings.config.get("namespace"))
+    server_url = common.require_https_server(settings.get("server"), settings.hint("server"))
+    ca_data = common.read_ca_data(settings.get("certificate_authority"))
+    namespace = common.check_namespace(settings.get("namespace"))
     remember = 0.0 if no_remember else common.parse_duration(remember_for)
     storage = common.token_storage(token_storage)
-    if all_projects and (context or settings.flags.get("namespace")):
+    if all_projects and (context or namespace):
         raise UsageError("--all-projects makes one context per project: it cannot take --context or --namespace")
 
     from kubectl_caas.keystone import Keystone
 
-    app_cred_id = settings.get("application_credential_id", ["OS_APPLICATION_CREDENTIAL_ID"])
-    # An application credential from the environment or clouds.yaml gives way to an explicit user
-    # or password on the command line; one given with --application-credential-id does not.
-    use_app_cred = bool(application_credential_id) or (
-        bool(app_cred_id) and not (password or password_stdin or user or user_id))
+    app_cred_id = settings.get("application_credential_id")
+    app_cred_name = settings.get("application_credential_name")
+    auth_type = settings.auth_type()
+    # Without an auth type: an application credential from the environment or clouds.yaml gives way
+    # to an explicit user or password on the command line; one given with --application-credential-id
+    # does not.
+    use_app_cred = auth_type == "application_credential" or auth_type is None and (
+        bool(application_credential_id) or
+        bool(app_cred_id or app_cred_name) and not (password or password_stdin or user or user_id))
+    if use_app_cred and not (app_cred_id or app_cred_name):
+        raise UsageError("the auth type is v3applicationcredential but no application credential is named",
+                         "set OS_APPLICATION_CREDENTIAL_ID (or _NAME with OS_USERNAME), or pass "
+                         "--application-credential-id")
     # Refuse a broken kubeconfig or a context conflict before talking to Keystone, so nothing is
     # created in vain.
     kubeconfig.check_before_login(None if use_app_cred or all_projects else context or (identity.project or "").lower(),
@@ -238,14 +286,16 @@ def login(
     if use_app_cred:
         if all_projects:
             raise UsageError("an application credential belongs to one project: drop --all-projects")
+        label = app_cred_id or app_cred_name
         secret = (common.read_secret_stdin("application-credential-secret") if application_credential_secret_stdin
-                  else cloud.get("application_credential_secret") or os.environ.get("OS_APPLICATION_CREDENTIAL_SECRET")
-                  or common.prompt_secret(f"Secret of application credential {app_cred_id}: "))
+                  else settings.get("application_credential_secret")
+                  or common.prompt_secret(f"Secret of application credential {label}: "))
         if not secret:
             raise UsageError("no application credential secret",
                              "set OS_APPLICATION_CREDENTIAL_SECRET or use --application-credential-secret-stdin")
+        access = keystone.application_credential_login(app_cred_id, secret, expect_identity=False, name=app_cred_name)
+        app_cred_id = access.application_credential_id or app_cred_id
         identity.application_credential_id = app_cred_id
-        access = keystone.application_credential_login(app_cred_id, secret, expect_identity=False)
         identity.user, identity.project = access.username, access.project_name
         identity.user_id = identity.project_id = None
         identity.user_domain_id, identity.project_domain_id = access.user_domain_id, access.project_domain_id
@@ -260,7 +310,7 @@ def login(
         say(f"Logged in as {access.username} to project {access.project_name} with application credential "
             f"{app_cred_id}: token valid until {common.describe_expiry(access.local_expires)}")
     else:
-        secret = _password(settings, cloud, identity, password_stdin, password)
+        secret = _password(settings, identity, password_stdin, password)
         if all_projects:
             written += _login_all_projects(keystone, identity, secret, remember, server_url, ca_data,
                                            kubeconfig_path, force, storage)
@@ -378,12 +428,12 @@ def projects(
     common.enable_debug(debug)
     flags = dict(auth_url=auth_url, user=user, user_id=user_id, user_domain=user_domain,
                  user_domain_id=user_domain_id, cacert=cacert)
-    settings, cloud = _settings(flags, profile, os_cloud)
+    settings = OpenStackSettings(flags, profile, os_cloud)
     identity = _identity(settings)
     from kubectl_caas.keystone import Keystone
 
     keystone = Keystone(identity)
-    secret = _password(settings, cloud, identity, password_stdin, password)
+    secret = _password(settings, identity, password_stdin, password)
     unscoped = keystone.password_login(secret, scoped=False)
     try:
         for project in sorted(keystone.projects(unscoped.auth_token), key=lambda p: p["name"].lower()):

@@ -1,0 +1,139 @@
+"""clouds.yaml read by openstacksdk's loader, and python-openstackclient's precedence on top of it:
+flag > OS_* variable > clouds.yaml entry > our config file > site profile.
+
+Each test writes real files and points OS_CLIENT_CONFIG_FILE / OS_CLIENT_SECURE_FILE at them
+(openstacksdk fixes its search directories when it is imported; the search itself is exercised by
+tests/integration/test_dashboard_files.py in fresh processes)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kubectl_caas.cli.openstack import OpenStackSettings, _identity
+from kubectl_caas.errors import UsageError
+
+HORIZON_CLOUD = {  # the shape of the dashboard's "OpenStack clouds.yaml File"
+    "auth": {"auth_url": "https://keystone.example.org:5000/v3", "username": "alice", "project_id": "cms-id",
+             "project_name": "CMS", "user_domain_name": "Default"},
+    "region_name": "RegionOne", "interface": "public", "identity_api_version": 3,
+}
+
+
+@pytest.fixture
+def clouds(tmp_path, monkeypatch):
+    """write(clouds, secure=None): real clouds.yaml (and secure.yaml) files for openstacksdk."""
+    for name in [v for v in __import__("os").environ if v.startswith(("OS_", "KUBECTL_CAAS_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no user config file, no profile of ours
+
+    def write(entries, secure=None):
+        path = tmp_path / "clouds.yaml"
+        path.write_text(json.dumps({"clouds": entries}))  # JSON is YAML
+        monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(path))
+        if secure is not None:
+            secure_path = tmp_path / "secure.yaml"
+            secure_path.write_text(json.dumps({"clouds": secure}))
+            monkeypatch.setenv("OS_CLIENT_SECURE_FILE", str(secure_path))
+        return path
+    return write
+
+
+def settings(os_cloud="openstack", **flags):
+    return OpenStackSettings(flags, "none", os_cloud)
+
+
+def test_the_dashboards_clouds_yaml_scopes_by_project_id(clouds):
+    clouds({"openstack": HORIZON_CLOUD})
+    identity = _identity(settings())
+    assert identity.scope() == {"project_id": "cms-id"}
+    assert identity.user_fields()["username"] == "alice"
+    assert identity.user_fields()["user_domain_name"] == "Default"
+
+
+def test_os_variables_beat_the_file_as_in_the_openstack_cli(clouds, monkeypatch):
+    clouds({"openstack": {"auth": {"auth_url": "https://k/v3", "username": "alice", "project_name": "CMS"}}})
+    monkeypatch.setenv("OS_PROJECT_NAME", "QST")  # left over from an earlier openrc
+    monkeypatch.setenv("OS_USERNAME", "bob")
+    identity = _identity(settings())
+    assert (identity.project, identity.user) == ("QST", "bob")
+
+
+def test_a_project_flag_is_not_overridden_by_a_leftover_project_id(clouds, monkeypatch):
+    clouds({"openstack": HORIZON_CLOUD})
+    monkeypatch.setenv("OS_PROJECT_ID", "qst-id")
+    identity = _identity(settings(project="ATLAS"))
+    assert identity.scope()["project_name"] == "ATLAS" and identity.project_id is None
+
+
+def test_secure_yaml_holds_the_password(clouds):
+    clouds({"openstack": HORIZON_CLOUD}, secure={"openstack": {"auth": {"password": "from-secure"}}})
+    assert settings().get("password") == "from-secure"
+
+
+def test_os_password_beats_the_files_password(clouds, monkeypatch):
+    clouds({"openstack": HORIZON_CLOUD}, secure={"openstack": {"auth": {"password": "from-secure"}}})
+    monkeypatch.setenv("OS_PASSWORD", "from-env")
+    assert settings().get("password") == "from-env"
+
+
+def test_legacy_tenant_and_domain_names_are_read_as_openstacksdk_reads_them(clouds):
+    clouds({"old": {"auth": {"auth_url": "https://k:5000/v2.0", "username": "alice", "tenant_name": "CMS",
+                             "domain_name": "Physics"}}})
+    identity = _identity(settings("old"))
+    assert identity.project == "CMS"
+    assert identity.user_domain == identity.project_domain == "Physics"
+    assert identity.auth_url == "https://k:5000/v3"
+
+
+def test_application_credential_by_name_is_an_application_credential_login(clouds):
+    clouds({"ac": {"auth_type": "v3applicationcredential",
+                   "auth": {"auth_url": "https://k/v3", "application_credential_name": "mine", "username": "alice",
+                            "user_domain_name": "Default", "application_credential_secret": "s"}}})
+    found = settings("ac")
+    assert found.auth_type() == "application_credential"
+    assert (found.get("application_credential_name"), found.get("application_credential_secret")) == ("mine", "s")
+
+
+@pytest.mark.parametrize("auth_type", ["v3token", "v3oidcpassword", "v3totp", "admin_token"])
+def test_an_auth_type_we_cannot_serve_is_one_clear_line(clouds, auth_type):
+    clouds({"openstack": {**HORIZON_CLOUD, "auth_type": auth_type}})
+    with pytest.raises(UsageError) as caught:
+        settings().auth_type()
+    assert auth_type in str(caught.value) and "v3applicationcredential" in str(caught.value)
+
+
+def test_os_auth_type_beats_the_file(clouds, monkeypatch):
+    clouds({"openstack": {**HORIZON_CLOUD, "auth_type": "v3applicationcredential"}})
+    monkeypatch.setenv("OS_AUTH_TYPE", "v3password")
+    assert settings().auth_type() == "password"
+
+
+@pytest.mark.parametrize("switch", [{"verify": False}, {"insecure": True}])
+def test_turning_tls_verification_off_is_refused_naming_the_setting(clouds, switch):
+    clouds({"openstack": {**HORIZON_CLOUD, **switch}})
+    with pytest.raises(UsageError) as caught:
+        settings()
+    assert "verify: false" in str(caught.value) and "cacert" in str(caught.value)
+
+
+def test_an_unknown_cloud_names_the_known_ones(clouds):
+    clouds({"openstack": HORIZON_CLOUD, "other": HORIZON_CLOUD})
+    with pytest.raises(UsageError) as caught:
+        settings("nope")
+    assert "openstack, other" in str(caught.value)
+
+
+def test_a_missing_os_client_config_file_falls_back_to_the_usual_search(clouds, monkeypatch, tmp_path):
+    clouds({})
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "missing.yaml"))
+    with pytest.raises(UsageError) as caught:  # no clouds.yaml anywhere: the entry is unknown, nothing crashes
+        settings()
+    assert "no cloud named 'openstack'" in str(caught.value)
+
+
+def test_without_a_chosen_cloud_the_hint_names_the_one_in_clouds_yaml(clouds, monkeypatch):
+    clouds({"openstack": {"auth": {"username": "alice"}}})
+    with pytest.raises(UsageError) as caught:
+        _identity(settings(os_cloud=None))
+    assert "--os-cloud openstack" in str(caught.value)
