@@ -6,7 +6,7 @@ KEYSTONE_VENV := .cache/keystone-venv
 OIDC_DIR := tests/servers/oidc
 STAMP := $(VENV)/.installed
 
-.PHONY: all test unit integration lint demo bench plugins clean env
+.PHONY: all test unit integration lint demo bench plugins clean env FORCE
 
 all: test
 
@@ -35,8 +35,16 @@ unit: $(STAMP)
 PLUGIN_SOURCES := $(shell find kubectl_caas -name '*.py' -o -name '*.json') pyproject.toml plugins/build.py \
 	$(wildcard plugins/krew/*.yaml)
 
-dist/kubectl-openstack dist/kubectl-iam &: $(PLUGIN_SOURCES) | $(STAMP)
-	$(PY) plugins/build.py --out dist
+# `make plugins SITE=plugins/sites/NAME.yaml` bakes that site's defaults into both files
+# (plugins/README.md). `:=` so that a SITE variable in the environment is not picked up by accident.
+SITE :=
+# Rebuild when SITE names another file (or none): dist/.site holds the name of the last one.
+dist/.site: FORCE
+	@mkdir -p dist
+	@echo '$(SITE)' | cmp -s - $@ || echo '$(SITE)' > $@
+
+dist/kubectl-openstack dist/kubectl-iam &: $(PLUGIN_SOURCES) dist/.site $(SITE) | $(STAMP)
+	$(PY) plugins/build.py --out dist $(if $(SITE),--site $(SITE))
 
 plugins: dist/kubectl-openstack dist/kubectl-iam
 

@@ -11,19 +11,27 @@ The config file is ``$KUBECTL_CAAS_CONFIG``, else ``$XDG_CONFIG_HOME/kubectl-caa
       issuer: https://iam.cloud.infn.it
       client_id: my-client
 
-A site can ship defaults by installing such a file and pointing KUBECTL_CAAS_CONFIG at it, or as
-a profile file in ``<config dir>/profiles/<name>.json`` (same keys as the built-in profiles).
+A site can ship defaults by installing such a file and pointing KUBECTL_CAAS_CONFIG at it, as
+a profile file in ``<config dir>/profiles/<name>.json`` (same keys as the built-in profiles), or
+baked into a single-file build (``plugins/build.py --site``): the build then carries
+``kubectl_caas/site.json`` and the site's section for each plugin is that build's default profile,
+with its CA bundles as PEM text.
 """
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from kubectl_caas.errors import UsageError
 
 DEFAULT_PROFILE = {"openstack": "cloudveneto", "iam": "infn-iam"}
+
+# Profile keys that name a CA bundle. The code that uses them wants a file (requests' `verify`, and
+# the path written into the kubeconfig's get-token arguments), so PEM text is written to one first.
+CA_KEYS = ("cacert", "certificate_authority")
+PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 
 
 def config_dir() -> str:
@@ -58,14 +66,18 @@ def load_config_file(plugin: str) -> Dict[str, Any]:
     return section
 
 
-def load_profile(name: str) -> Dict[str, Any]:
-    """A site profile: a user's own `<config dir>/profiles/NAME.json` first, then the built-in one."""
+def load_profile(name: str, plugin: Optional[str] = None) -> Dict[str, Any]:
+    """A site profile: a user's own `<config dir>/profiles/NAME.json` first, then the site baked into
+    this build (when it is NAME and has a section for `plugin`), then the built-in one."""
     own = os.path.join(config_dir(), "profiles", f"{name}.json")
     try:
         with open(own, "rb") as handle:
             raw = handle.read()
         where = own
     except FileNotFoundError:
+        baked = baked_profile(plugin) if plugin else None
+        if baked is not None and baked[0] == name:
+            return dict(baked[1])
         raw = _builtin_profile(name)
         where = f"built-in profile {name}"
     except OSError as exc:
@@ -98,7 +110,69 @@ def builtin_profiles() -> Iterable[str]:
     from importlib import resources
 
     folder = resources.files("kubectl_caas") / "profiles"
-    return sorted(entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".json"))
+    names = {entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".json")}
+    site = baked_site()
+    return sorted(names | ({site["name"]} if site else set()))
+
+
+_baked: Dict[str, Any] = {}
+
+
+def baked_site() -> Optional[Dict[str, Any]]:
+    """The site this single-file build was made for (`plugins/build.py --site`), or None.
+
+    Its `name` and `built` date, and one profile per plugin under `openstack` and `iam`. A build
+    checked it when it wrote it, so here it is only read.
+    """
+    if "site" not in _baked:
+        import pkgutil
+
+        try:
+            raw = pkgutil.get_data("kubectl_caas", "site.json")
+        except OSError:
+            raw = None
+        _baked["site"] = json.loads(raw) if raw else None
+    return _baked["site"]
+
+
+def baked_profile(plugin: str) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """(site name, the site's profile for `plugin`) when this build carries a site with such a section."""
+    site = baked_site()
+    if site and isinstance(site.get(plugin), dict):
+        return site["name"], site[plugin]
+    return None
+
+
+def default_profile(plugin: str) -> str:
+    """The profile used when nobody names one: the baked site's, else the built-in default."""
+    baked = baked_profile(plugin)
+    return baked[0] if baked else DEFAULT_PROFILE[plugin]
+
+
+def with_ca_files(profile: Dict[str, Any]) -> Dict[str, Any]:
+    """The profile with each CA given as PEM text replaced by the path of a file holding it.
+
+    The file is `ca-<hash of the PEM>.pem` in the token cache directory, written 0600 through the
+    cache's own checks (a directory of the user's, no symbolic links): the path goes into the
+    kubeconfig's get-token arguments, so it must outlive this build's unpacked payload (a newer
+    build unpacks elsewhere and old ones may be deleted), and the file decides which server gets
+    the password, so no one else may be able to replace it. Named by content, it is the same file
+    for every build that carries the same CA.
+    """
+    pem_keys = [key for key in CA_KEYS if isinstance(profile.get(key), str) and PEM_CERTIFICATE in profile[key]]
+    if not pem_keys:
+        return profile
+    import hashlib
+
+    from kubectl_caas import cache
+
+    resolved = dict(profile)
+    for key in pem_keys:
+        data = profile[key].encode()
+        path = os.path.join(cache.cache_dir(), f"ca-{hashlib.sha256(data).hexdigest()[:16]}.pem")
+        cache.write_cache_file(path, data)
+        resolved[key] = path
+    return resolved
 
 
 @dataclass
@@ -115,15 +189,15 @@ class Settings:
     def load(cls, plugin: str, flags: Dict[str, Any], profile: Optional[str] = None) -> "Settings":
         config = load_config_file(plugin)
         name = profile or os.environ.get("KUBECTL_CAAS_PROFILE") or config.get("profile") \
-            or DEFAULT_PROFILE[plugin]
-        data = load_profile(name) if name != "none" else {}
+            or default_profile(plugin)
+        data = load_profile(name, plugin) if name != "none" else {}
         if data.get("plugin") not in (None, plugin):
             if profile:
                 raise UsageError(f"site profile {name!r} is for kubectl-{data['plugin']}, not kubectl-{plugin}")
             # KUBECTL_CAAS_PROFILE or a shared setting names the other plugin's profile: use ours.
-            name = DEFAULT_PROFILE[plugin]
-            data = load_profile(name)
-        return cls(plugin, flags, config, data, name)
+            name = default_profile(plugin)
+            data = load_profile(name, plugin)
+        return cls(plugin, flags, config, with_ca_files(data), name)
 
     def get(self, key: str, env: Iterable[str] = (), default: Any = None) -> Any:
         """The first of: flag, the environment variables `env` in order, config file, profile, `default`."""

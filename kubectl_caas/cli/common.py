@@ -210,7 +210,12 @@ def add_version_option(app: typer.Typer, plugin: str) -> None:
         if value:
             from importlib.metadata import version
 
-            print(f"kubectl-{plugin} (kubectl-caas) {version('kubectl-caas')}")
+            from kubectl_caas.settings import baked_site
+
+            # A site build says which site it carries: its defaults decide where logins go.
+            site = baked_site()
+            built_for = f", site {site['name']} (built {site['built']})" if site else ""
+            print(f"kubectl-{plugin} (kubectl-caas) {version('kubectl-caas')}{built_for}")
             raise typer.Exit(0)
 
     @app.callback()
