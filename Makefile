@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 KEYSTONE_VENV := .cache/keystone-venv
+OSC_VENV := .cache/osc-venv
 OIDC_DIR := tests/servers/oidc
 STAMP := $(VENV)/.installed
 
@@ -20,11 +21,15 @@ $(KEYSTONE_VENV)/.ready: tests/servers/keystone.py | $(STAMP)
 	$(PY) tests/servers/keystone.py ensure-venv $(KEYSTONE_VENV)
 	touch $@
 
+$(OSC_VENV)/.ready: tests/servers/osc.py | $(STAMP)
+	$(PY) tests/servers/osc.py ensure-venv $(OSC_VENV)
+	touch $@
+
 $(OIDC_DIR)/node_modules/.ready: $(OIDC_DIR)/package-lock.json
 	cd $(OIDC_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-env: $(STAMP) $(KEYSTONE_VENV)/.ready $(OIDC_DIR)/node_modules/.ready
+env: $(STAMP) $(KEYSTONE_VENV)/.ready $(OSC_VENV)/.ready $(OIDC_DIR)/node_modules/.ready
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check kubectl_caas tests benchmarks plugins demo
