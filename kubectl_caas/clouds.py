@@ -99,6 +99,16 @@ def cloud_names() -> List[str]:
         return []
 
 
+def default_cloud() -> Optional[str]:
+    """The cloud the openstack command would use when none is named: OS_CLOUD; else, when no other
+    OS_* variable describes a cloud, the only one clouds.yaml defines; else None."""
+    try:
+        chosen = _config().default_cloud
+    except UsageError:
+        return None
+    return chosen if chosen and chosen not in _MADE_UP else None
+
+
 def hint_for_unchosen_cloud(default: Optional[str] = None) -> Optional[str]:
     """'pass --os-cloud NAME ...' when clouds.yaml defines clouds but none was chosen."""
     names = cloud_names()

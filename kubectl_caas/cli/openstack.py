@@ -82,12 +82,17 @@ class OpenStackSettings:
     def __init__(self, flags: Dict[str, Any], profile: Optional[str], os_cloud: Optional[str]):
         self.settings = Settings.load(PLUGIN, flags, profile)
         self.flags = flags
-        self.cloud_name = os_cloud or os.environ.get("OS_CLOUD") or None
+        from kubectl_caas import clouds
+
+        # --os-cloud, else the cloud the openstack command would pick (OS_CLOUD; the only cloud in
+        # clouds.yaml when no OS_* variable describes one).
+        self.cloud_name = os_cloud or clouds.default_cloud()
         self.cloud: Dict[str, Any] = {}
         if self.cloud_name:
-            from kubectl_caas.clouds import load_cloud
-
-            self.cloud = load_cloud(self.cloud_name)
+            if not os_cloud and not os.environ.get("OS_CLOUD"):
+                say(f"kubectl-openstack: using cloud {self.cloud_name!r}, the only one in clouds.yaml, as the "
+                    "openstack command would")
+            self.cloud = clouds.load_cloud(self.cloud_name)
             if self.cloud.get("verify") is False:
                 raise UsageError(f"cloud {self.cloud_name!r} in clouds.yaml turns TLS verification off (verify: false "
                                  "or insecure: true), which would hand your password to anyone between you and "

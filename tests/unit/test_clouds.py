@@ -132,8 +132,22 @@ def test_a_missing_os_client_config_file_falls_back_to_the_usual_search(clouds, 
     assert "no cloud named 'openstack'" in str(caught.value)
 
 
-def test_without_a_chosen_cloud_the_hint_names_the_one_in_clouds_yaml(clouds, monkeypatch):
-    clouds({"openstack": {"auth": {"username": "alice"}}})
+def test_the_only_cloud_is_used_when_none_is_chosen_as_the_openstack_command_does(clouds, capsys):
+    clouds({"openstack": HORIZON_CLOUD})
+    identity = _identity(settings(os_cloud=None))
+    assert identity.project_id == "cms-id" and identity.os_cloud == "openstack"
+    assert "using cloud 'openstack', the only one" in capsys.readouterr().err
+
+
+def test_os_variables_describing_a_cloud_win_over_the_only_cloud(clouds, monkeypatch):
+    clouds({"openstack": HORIZON_CLOUD})
+    monkeypatch.setenv("OS_AUTH_URL", "https://env.example.org:5000/v3")  # what sourcing an openrc does
+    identity = _identity(settings(os_cloud=None))
+    assert identity.os_cloud is None and identity.auth_url == "https://env.example.org:5000/v3"
+
+
+def test_with_several_clouds_and_none_chosen_the_hint_names_them(clouds):
+    clouds({"cms": {"auth": {"username": "alice"}}, "atlas": {"auth": {"username": "alice"}}})
     with pytest.raises(UsageError) as caught:
         _identity(settings(os_cloud=None))
-    assert "--os-cloud openstack" in str(caught.value)
+    assert "atlas, cms" in str(caught.value) and "--os-cloud" in str(caught.value)
