@@ -372,7 +372,8 @@ def verify_for(cacert: Optional[str]) -> Union[str, bool]:
     if cacert:
         path = os.path.abspath(os.path.expanduser(cacert))
         if not os.path.isfile(path):
-            raise UsageError(f"CA file {cacert} does not exist", "check the --cacert path")
+            raise UsageError(f"CA file {cacert} does not exist",
+                             "check the --cacert path (for kubectl's renewals: log in again to record a new one)")
         return path
     return True
 

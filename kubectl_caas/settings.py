@@ -28,9 +28,11 @@ from kubectl_caas.errors import UsageError
 
 DEFAULT_PROFILE = {"openstack": "cloudveneto", "iam": "infn-iam"}
 
-# Profile keys that name a CA bundle. The code that uses them wants a file (requests' `verify`, and
-# the path written into the kubeconfig's get-token arguments), so PEM text is written to one first.
-CA_KEYS = ("cacert", "certificate_authority")
+# Profile keys that name a CA bundle for requests to Keystone or the OIDC provider. The code that uses
+# them wants a file (requests' `verify`, and the path written into the kubeconfig's get-token
+# arguments), so PEM text is written to one first. (The API server's CA, certificate_authority, goes
+# into the kubeconfig as data and may stay text.)
+CA_KEYS = ("cacert",)
 PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 
 

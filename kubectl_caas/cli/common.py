@@ -162,11 +162,14 @@ def describe_expiry(timestamp: Optional[float], now: Optional[float] = None) -> 
 
 
 def read_ca_data(path: Optional[str]) -> Optional[str]:
-    """The CA bundle for the API server, base64-encoded for certificate-authority-data."""
+    """The CA bundle for the API server, base64-encoded for certificate-authority-data. `path` may
+    also be the PEM text itself (a site build carries it so)."""
     if not path:
         return None
     import base64
 
+    if path.lstrip().startswith("-----BEGIN CERTIFICATE-----"):
+        return base64.b64encode(path.encode()).decode()
     try:
         with open(os.path.expanduser(path), "rb") as handle:
             data = handle.read()
