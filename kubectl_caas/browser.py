@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import webbrowser
+from typing import Dict, Mapping, Optional
 
 from kubectl_caas import http
 
@@ -18,23 +19,25 @@ from kubectl_caas import http
 _SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|PASSCODE|CREDENTIAL|PRIVATE|_KEY$", re.I)
 
 
-def secret_free_environment() -> dict:
-    return {k: v for k, v in os.environ.items() if not _SECRET_NAME.search(k)}
+def secret_free_environment(environ: Mapping[str, str]) -> Dict[str, str]:
+    return {k: v for k, v in environ.items() if not _SECRET_NAME.search(k)}
 
 
-def can_open() -> bool:
+def can_open(environ: Mapping[str, str]) -> bool:
     """A browser can show a page only in a desktop session, or on macOS."""
-    return sys.platform == "darwin" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return sys.platform == "darwin" or bool(environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
 
 
-def open_url(url: str) -> bool:
-    """Open `url` in a new browser tab; False when it is not safe to, or no browser could."""
-    if not http.is_secure_url(url) or url.startswith("-") or not can_open():
+def open_url(url: str, environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Open `url` in a new browser tab, the browser seeing `environ` (the run's) without its
+    secrets; False when it is not safe to, or no browser could."""
+    environ = os.environ if environ is None else environ
+    if not http.is_secure_url(url) or url.startswith("-") or not can_open(environ):
         return False
     saved = dict(os.environ)
-    clean = secret_free_environment()
+    clean = secret_free_environment(environ)
     try:
-        # webbrowser starts the browser with os.environ, so the secrets go out of it for that moment.
+        # webbrowser starts the browser with os.environ, so that is what it must hold for that moment.
         os.environ.clear()
         os.environ.update(clean)
         return webbrowser.get().open(url, new=2)

@@ -10,10 +10,11 @@ own "now"). A large difference between the clocks is reported once, since it bre
 from __future__ import annotations
 
 import math
-import sys
-from typing import Any, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Tuple
 
-from kubectl_caas.terminal import printable
+if TYPE_CHECKING:
+    from kubectl_caas.plugins import Plugin
+    from kubectl_caas.runtime import Runtime
 
 # A bearer token living longer than this is not a token a sane server issues; such an expiry (or an
 # infinite one, or 1e300) would also overflow date formatting on every later kubectl command.
@@ -41,22 +42,18 @@ def local_window(sent: float, server_now: float, server_expiry: float) -> Tuple[
     return sent, sent + lifetime
 
 
-SERVERS = {"openstack": "Keystone", "iam": "the OIDC provider"}
-_said: list = []  # offsets already reported by this process (--all-projects stores several entries)
-
-
-def note_offset(plugin: str, entry: Mapping[str, Any], previous: Optional[Mapping[str, Any]]) -> None:
+def note_offset(plugin: Plugin, entry: Mapping[str, Any], previous: Optional[Mapping[str, Any]],
+                runtime: Runtime) -> None:
     """Say once that this machine's clock is off from the server's, as measured for `entry` (its
-    `clock_offset`: server minus local, seconds); not again while the entry it replaces, or an
-    entry already stored by this process, measured about the same difference."""
+    `clock_offset`: server minus local, seconds); not again while the entry it replaces measured
+    about the same difference, nor twice in one run (--all-projects stores several entries)."""
     offset = finite_number(entry.get("clock_offset"))
     if offset is None or abs(offset) < NOTICEABLE_OFFSET:
         return
-    earlier = [finite_number((previous or {}).get("clock_offset")), *_said]
-    if any(e is not None and abs(e - offset) < NOTICEABLE_OFFSET for e in earlier):
+    earlier = finite_number((previous or {}).get("clock_offset"))
+    if earlier is not None and abs(earlier - offset) < NOTICEABLE_OFFSET:
         return
-    _said.append(offset)
     direction = "behind" if offset > 0 else "ahead of"
-    print(printable(f"kubectl-{plugin}: this machine's clock is {abs(offset) / 60:.0f} min {direction} "
-                    f"{SERVERS.get(plugin, 'the server')}'s; token lifetimes are counted from your clock, but fix "
-                    "it (NTP): other tools will fail"), file=sys.stderr)
+    runtime.notice_once(f"{plugin.command}: this machine's clock is {abs(offset) / 60:.0f} min {direction} "
+                        f"{plugin.service}'s; token lifetimes are counted from your clock, but fix it (NTP): "
+                        "other tools will fail")

@@ -7,22 +7,22 @@ one candidate per line (`value<TAB>description`), then `:<directive>`. Direct us
 """
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple
+
+if TYPE_CHECKING:
+    from kubectl_caas.plugins import Plugin
 
 NO_FILE_COMPLETION = 4  # cobra's ShellCompDirectiveNoFileComp
 DEFAULT = 0  # let the shell complete file names (for options that take paths)
 PATH_OPTIONS = {"--cacert", "--certificate-authority", "--kubeconfig"}
 
 
-def candidates(plugin: str, words: List[str]) -> Tuple[List[str], int]:
-    if plugin == "openstack":
-        from kubectl_caas.cli.openstack import app
-    else:
-        from kubectl_caas.cli.iam import app
+def candidates(plugin: Plugin, words: List[str]) -> Tuple[List[str], int]:
     import typer.main
 
-    group = typer.main.get_command(app)
+    group = typer.main.get_command(importlib.import_module(plugin.cli).app)
     current = words[-1] if words else ""
     typed = words[:-1]
     if typed and typed[-1] in PATH_OPTIONS:
@@ -43,7 +43,7 @@ def candidates(plugin: str, words: List[str]) -> Tuple[List[str], int]:
     return found, NO_FILE_COMPLETION
 
 
-def _main(plugin: str) -> None:
+def main(plugin: Plugin) -> None:
     try:
         found, directive = candidates(plugin, sys.argv[1:] or [""])
     except Exception:  # noqa: BLE001 - a completion must never print a traceback into the shell
@@ -51,11 +51,3 @@ def _main(plugin: str) -> None:
     for line in found:
         print(line)
     print(f":{directive}")
-
-
-def openstack() -> None:
-    _main("openstack")
-
-
-def iam() -> None:
-    _main("iam")

@@ -40,11 +40,24 @@ class CaasError(Exception):
         return self.message
 
 
-def report(plugin: str, exc: BaseException) -> None:
-    """The one line a user sees for an error: `kubectl-<plugin>: error: <message>; <hint>`."""
+def report(command: str, exc: Optional[BaseException], message: Optional[str] = None) -> None:
+    """The one line a user sees when a command ends badly: `<command>: error: <message>; <hint>`
+    for an error, or `<command>: <message>` (say, "interrupted"). get-token, both CLIs and the
+    completion helpers all end through here, and through report_unexpected."""
     from kubectl_caas.terminal import show
 
-    show(f"kubectl-{plugin}: error: {exc}")
+    show(f"{command}: error: {exc}" if exc is not None else f"{command}: {message}")
+
+
+def report_unexpected(command: str, exc: BaseException, debug: bool) -> int:
+    """A bug of ours: one line asking for a report (the traceback only with --debug); exit 1."""
+    if debug:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    report(command, None, f"unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for details and "
+                          "report it)")
+    return EXIT_ERROR
 
 
 class UsageError(CaasError):

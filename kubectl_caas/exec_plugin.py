@@ -1,46 +1,27 @@
-"""Console-script entry points and the get-token hot path.
+"""The get-token hot path.
 
 kubectl starts the credential plugin in a new process for every command, so `get-token` answers
 from the cache with the standard library alone. Only when the cached token is missing or about to
-expire does it take the entry's lock and import a backend (keystone or oidc), which talks to the
-server. Every other command hands over to the typer CLI, imported lazily.
+expire does it take the entry's lock and import the plugin's backend (keystone or oidc), which
+talks to the server.
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
 
-from kubectl_caas import cache
+from kubectl_caas import cache, identity
 from kubectl_caas.errors import EXIT_USAGE, CaasError
 
 TYPE_CHECKING = False  # importing typing costs ~3 ms on every kubectl command
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+    from kubectl_caas.plugins import Plugin
+    from kubectl_caas.runtime import Runtime
+
 EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 DEFAULT_EXEC_API_VERSION = EXEC_API_VERSIONS[0]
-
-# Options that get-token accepts, per plugin; all of them non-secret. Login writes them into the
-# kubeconfig's exec args.
-GET_TOKEN_OPTIONS = {
-    "openstack": ("auth-url", "user", "user-id", "user-domain", "user-domain-id", "project", "project-id",
-                  "project-domain", "project-domain-id", "cacert", "application-credential-id",
-                  "os-cloud", "token-storage"),
-    "iam": ("issuer", "client-id", "scope", "audience", "token", "cacert", "token-storage"),
-}
-FLAGS = ("debug",)
-
-# Which option values identify a cache entry (never a secret).
-CACHE_KEY_FIELDS = {
-    "openstack": (("auth_url", "auth-url"), ("user", "user"), ("user_id", "user-id"),
-                  ("user_domain", "user-domain"), ("user_domain_id", "user-domain-id"),
-                  ("project", "project"), ("project_id", "project-id"),
-                  ("project_domain", "project-domain"), ("project_domain_id", "project-domain-id"),
-                  ("application_credential_id", "application-credential-id")),
-    "iam": (("issuer", "issuer"), ("client_id", "client-id"), ("scope", "scope"), ("audience", "audience")),
-}
 
 MAX_RENEW_MARGIN = 60.0
 LAST_EXPIRY = 253402300799.0  # 9999-12-31T23:59:59Z, the last moment an RFC 3339 timestamp can say
@@ -51,63 +32,13 @@ def renew_margin(lifetime: float) -> float:
     return max(0.0, min(MAX_RENEW_MARGIN, lifetime / 10.0))
 
 
-def openstack_main() -> None:
-    _main("openstack")
-
-
-def iam_main() -> None:
-    _main("iam")
-
-
-def _main(plugin: str) -> None:
-    argv = sys.argv[1:]
-    if argv and argv[0] == "get-token":
-        sys.exit(get_token(plugin, argv[1:]))
-    # Anything else is for people, not for kubectl's hot path: load the full CLI.
-    if plugin == "openstack":
-        from kubectl_caas.cli.openstack import run
-    else:
-        from kubectl_caas.cli.iam import run
-    run(argv)
-
-
 # ---------------------------------------------------------------------------------------------
 # get-token
 
 
-def parse_get_token_args(plugin: str, argv: List[str]) -> Tuple[Dict[str, str], Dict[str, bool]]:
-    """Parse `--name value`, `--name=value` and the flags in FLAGS; anything else is a usage error."""
-    allowed = GET_TOKEN_OPTIONS[plugin]
-    options: Dict[str, str] = {}
-    flags: Dict[str, bool] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--"):
-            raise CaasError(f"get-token: unexpected argument {arg!r}", "see `kubectl-"
-                            f"{plugin} get-token --help`", EXIT_USAGE)
-        name, has_value, value = arg[2:].partition("=")
-        if name in FLAGS and not has_value:
-            flags[name] = True
-        elif name == "help" or name == "h":
-            flags["help"] = True
-        elif name in allowed:
-            if not has_value:
-                i += 1
-                if i >= len(argv):
-                    raise CaasError(f"get-token: option --{name} needs a value", None, EXIT_USAGE)
-                value = argv[i]
-            options[name] = value
-        else:
-            raise CaasError(f"get-token: unknown option --{name}",
-                            f"see `kubectl-{plugin} get-token --help`", EXIT_USAGE)
-        i += 1
-    return options, flags
-
-
-def exec_info() -> Tuple[str, Optional[bool]]:
+def exec_info(environ: Mapping[str, str]) -> Tuple[str, Optional[bool]]:
     """The apiVersion kubectl asked for, and whether it says a person is at a terminal."""
-    raw = os.environ.get("KUBERNETES_EXEC_INFO")
+    raw = environ.get("KUBERNETES_EXEC_INFO")
     if not raw:
         return DEFAULT_EXEC_API_VERSION, None
     try:
@@ -128,31 +59,6 @@ def exec_info() -> Tuple[str, Optional[bool]]:
     spec = info.get("spec")
     interactive = spec.get("interactive") if isinstance(spec, dict) else None
     return version, interactive if isinstance(interactive, bool) else None
-
-
-def bearer_kind(plugin: str, options: Mapping[str, str]) -> str:
-    if plugin == "openstack":
-        return "keystone"
-    kind = options.get("token", "id")
-    if kind not in ("id", "access"):
-        raise CaasError(f"get-token: --token must be 'id' or 'access', not {kind!r}", None, EXIT_USAGE)
-    return kind
-
-
-def cache_fields(plugin: str, options: Mapping[str, str]) -> Dict[str, Optional[str]]:
-    """The identity an entry belongs to, from the options as login wrote them (already normalised)."""
-    return {field: options.get(option) for field, option in CACHE_KEY_FIELDS[plugin]}
-
-
-def exec_options(plugin: str, args: List[str]) -> Dict[str, str]:
-    """get-token's options from a kubeconfig user's exec args (with or without `get-token` first)."""
-    options, _ = parse_get_token_args(plugin, list(args[1:] if args[:1] == ["get-token"] else args))
-    return options
-
-
-def entry_path_for(plugin: str, options: Mapping[str, str]) -> str:
-    """The cache entry these get-token options name."""
-    return cache.entry_path(plugin, cache_fields(plugin, options))
 
 
 def cached_token(entry: Optional[Mapping[str, Any]], kind: str) -> Optional[Mapping[str, Any]]:
@@ -185,6 +91,8 @@ def fresh_token(entry: Optional[Mapping[str, Any]], kind: str, now: float) -> Op
 
 
 def exec_credential(api_version: str, token: Mapping[str, Any]) -> str:
+    import time
+
     expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(token["expires_at"])))
     return json.dumps({
         "apiVersion": api_version,
@@ -193,118 +101,87 @@ def exec_credential(api_version: str, token: Mapping[str, Any]) -> str:
     })
 
 
-GET_TOKEN_HELP = """Usage: kubectl-{plugin} get-token [OPTIONS]
+GET_TOKEN_HELP = """Usage: {command} get-token [OPTIONS]
 
 Print an ExecCredential for kubectl on stdout. kubectl runs this for you: `login` writes the
 options below into your kubeconfig. Answers from the cache while the token is good; otherwise
 renews it silently ({renew}) and, when kubectl says a person is at a terminal, asks them.
 
 Options: {options} --debug
-Environment: KUBERNETES_EXEC_INFO (set by kubectl), {environment}
+Environment: KUBERNETES_EXEC_INFO (set by kubectl), {environment}, KUBECTL_CAAS_CACHE_DIR, KUBECTL_CAAS_TIMEOUT
 
-Example: kubectl-{plugin} get-token {example}
+Example: {command} get-token {example}
 {exit_codes}
 """
-GET_TOKEN_EXAMPLE = {
-    "openstack": "--auth-url https://keystone.example.org:5000/v3 --user alice --project CMS",
-    "iam": "--issuer https://iam.cloud.infn.it --client-id my-client",
-}
-GET_TOKEN_ENVIRONMENT = {
-    "openstack": "OS_APPLICATION_CREDENTIAL_ID, OS_APPLICATION_CREDENTIAL_SECRET, OS_PASSWORD, OS_PASSCODE, "
-                 "KUBECTL_CAAS_CACHE_DIR, KUBECTL_CAAS_TIMEOUT",
-    "iam": "IAM_CLIENT_SECRET, KUBECTL_CAAS_CACHE_DIR, KUBECTL_CAAS_TIMEOUT",
-}
-RENEW_SOURCES = {
-    "openstack": "remembered application credential, OS_APPLICATION_CREDENTIAL_ID/_SECRET, the clouds.yaml "
-                 "entry used at login, OS_PASSWORD",
-    "iam": "refresh token",
-}
 
 
-def get_token(plugin: str, argv: List[str]) -> int:
-    debug = "--debug" in argv
+def get_token(plugin: Plugin, argv: List[str], runtime: Runtime) -> int:
+    from kubectl_caas.errors import report
+
     try:
-        options, flags = parse_get_token_args(plugin, argv)
+        values, flags = identity.parse_args(plugin.options, argv, plugin.command)
+        runtime.debug = bool(flags.get("debug"))
         if flags.get("help"):
             from kubectl_caas.errors import EXIT_CODES_HELP
 
             sys.stdout.write(GET_TOKEN_HELP.format(
-                plugin=plugin, renew=RENEW_SOURCES[plugin], exit_codes=EXIT_CODES_HELP,
-                example=GET_TOKEN_EXAMPLE[plugin], environment=GET_TOKEN_ENVIRONMENT[plugin],
-                options=" ".join(f"--{name}" for name in GET_TOKEN_OPTIONS[plugin])))
+                command=plugin.command, renew=plugin.renew_sources, exit_codes=EXIT_CODES_HELP,
+                example=plugin.example, environment=", ".join(plugin.renewal_environment),
+                options=" ".join(f"--{o.flag}" for o in identity.exec_options(plugin.options))))
             return 0
-        api_version, interactive = exec_info()
-        kind = bearer_kind(plugin, options)
-        path = entry_path_for(plugin, options)
-        token = fresh_token(cache.read_entry(path), kind, time.time())
+        api_version, interactive = exec_info(runtime.environ)
+        kind = plugin.bearer(values)
+        path = plugin.entry_path(values)
+        token = fresh_token(cache.read_entry(path), kind, runtime.clock())
         if token is None:
-            token = _renew(plugin, options, kind, path, interactive, debug)
+            token = _renew(plugin, values, kind, path, interactive, runtime)
         sys.stdout.write(exec_credential(api_version, token) + "\n")
         return 0
     except CaasError as exc:
-        from kubectl_caas.errors import report
-
-        report(plugin, exc)
+        report(plugin.command, exc)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"kubectl-{plugin}: interrupted", file=sys.stderr)
+        report(plugin.command, None, "interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001 - kubectl users must never see a traceback
-        return report_unexpected(plugin, exc, debug)
+        from kubectl_caas.errors import report_unexpected
+
+        return report_unexpected(plugin.command, exc, runtime.debug)
 
 
-def report_unexpected(plugin: str, exc: BaseException, debug: bool) -> int:
-    if debug:
-        import traceback
-
-        traceback.print_exc()
-    from kubectl_caas.terminal import show
-
-    show(f"kubectl-{plugin}: unexpected error: {type(exc).__name__}: {exc} "
-         "(rerun with --debug for details and report it)")
-    return 1
-
-
-def _renew(plugin: str, options: Dict[str, str], kind: str, path: str, interactive: Optional[bool],
-           debug: bool) -> Mapping[str, Any]:
+def _renew(plugin: Plugin, values: Dict[str, str], kind: str, path: str, interactive: Optional[bool],
+           runtime: Runtime) -> Mapping[str, Any]:
     if interactive is None:  # not run by kubectl: a person at a terminal may answer
-        interactive = sys.stdin.isatty()
-    with cache.EntryLock(path):
+        interactive = runtime.isatty()
+    from kubectl_caas import store
+
+    with store.locked(path):
         # Another process may have renewed the entry while we waited for the lock.
         entry = cache.read_entry(path)
-        token = fresh_token(entry, kind, time.time())
+        token = fresh_token(entry, kind, runtime.clock())
         if token is not None:
             return token
-        from kubectl_caas import secret_store
+        entry = store.load(plugin, path, entry)
+        import importlib
 
-        entry = secret_store.load(plugin, path, entry)
         from kubectl_caas import http
 
-        if debug:
-            http.enable_debug()
-        if plugin == "openstack":
-            from kubectl_caas import keystone as backend
-            server = ("Keystone", options.get("auth-url", ""))
-        else:
-            from kubectl_caas import oidc as backend  # type: ignore[no-redef]
-            server = ("the OIDC provider", options.get("issuer", ""))
+        backend = importlib.import_module(plugin.backend)
         if interactive:
-            new_entry = backend.renew(options, entry, interactive=True)
+            new_entry = backend.renew(values, entry, runtime, interactive=True)
         else:
             # kubectl is waiting and nobody can answer a prompt: one time budget for the whole renewal.
-            with http.Deadline(*server):
-                new_entry = backend.renew(options, entry, interactive=False)
+            with http.Deadline(plugin.service, values.get(plugin.server_option, "")):
+                new_entry = backend.renew(values, entry, runtime, interactive=False)
         token = cached_token(new_entry, kind)
         if token is None:
-            raise CaasError(f"the {plugin} server returned no usable {kind} token")
+            raise CaasError(f"the {plugin.name} server returned no usable {kind} token")
         from kubectl_caas.clock import note_offset
 
-        note_offset(plugin, new_entry, entry)
+        note_offset(plugin, new_entry, entry, runtime)
         # kubectl gets the new token even when it cannot be saved (a full disk, say): the renewal
         # happened, and a refresh token rotated by it must not be thrown away with an error.
-        problem = secret_store.save_renewed(plugin, path, new_entry, options.get("token-storage"))
+        problem = store.save_renewed(plugin, path, new_entry, values.get("token_storage"), runtime)
         if problem:
-            from kubectl_caas.terminal import show
-
-            show(f"kubectl-{plugin}: warning: {problem}")
+            runtime.notice(f"{plugin.command}: warning: {problem}")
         return token

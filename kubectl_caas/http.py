@@ -154,7 +154,7 @@ class Deadline:
 
 
 def with_retries(call: Callable[[], T], transient: Callable[[BaseException], bool], deadline: Deadline,
-                 attempts: int = RETRY_ATTEMPTS) -> T:
+                 attempts: int = RETRY_ATTEMPTS, debug: bool = False) -> T:
     """Run `call` under the deadline, again after 0.5 s and 1 s when it fails with a transient error."""
     delay = RETRY_FIRST_DELAY
     with deadline:
@@ -164,7 +164,7 @@ def with_retries(call: Callable[[], T], transient: Callable[[BaseException], boo
             except Exception as exc:  # noqa: BLE001 - re-raised unless transient
                 if attempt == attempts - 1 or not transient(exc) or deadline.remaining() < delay + 1.0:
                     raise
-                if _debug:
+                if debug:
                     print(f"kubectl-caas: transient failure ({printable(exc)}); retrying in {delay:.1f} s",
                           file=sys.stderr)
                 time.sleep(delay)  # back off before retrying a failing server
@@ -211,17 +211,17 @@ def is_below(url: str, base: str) -> bool:
 
 
 def prepare(session: requests.Session, service: str = "the server", base_url: str = "",
-            url_option: str = "") -> requests.Session:
+            url_option: str = "", debug: bool = False) -> requests.Session:
     """Install the response hook (size bound, redirect refusal, --debug log) on a requests session
     (plain, keystoneauth1's underlying one, or authlib's OAuth2Session).
 
     `base_url` and `url_option` let a refused redirect say what to pass instead
-    ("use --auth-url https://new/v3").
+    ("use --auth-url https://new/v3"). `debug`: this run's --debug.
     """
 
     def on_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
         body = _read_bounded(response, MAX_ANSWER_BYTES)
-        if _debug:
+        if debug:
             _log_exchange(response, body)
         if len(body) > MAX_ANSWER_BYTES:
             raise AnswerTooLarge(f"{service} answered HTTP {response.status_code} with an oversized body "
@@ -253,8 +253,9 @@ def _describe_redirect(response: requests.Response, service: str, base_url: str,
     return message, hint
 
 
-def new_session(service: str = "the server", base_url: str = "", url_option: str = "") -> requests.Session:
-    return prepare(requests.Session(), service, base_url, url_option)
+def new_session(service: str = "the server", base_url: str = "", url_option: str = "",
+                debug: bool = False) -> requests.Session:
+    return prepare(requests.Session(), service, base_url, url_option, debug)
 
 
 def _read_bounded(response: requests.Response, limit: int) -> bytes:
@@ -290,18 +291,11 @@ def parse_json(body: bytes) -> Any:
 # --debug
 
 
-_debug = False
-
 SECRET_HEADERS = {"authorization", "x-auth-token", "x-subject-token", "cookie", "set-cookie",
                   "openstack-auth-receipt"}
 # Keys whose values are secrets wherever they appear in a JSON or form body.
 SECRET_KEYS = re.compile(r"(password|secret|token|device_code|code_verifier|passcode|assertion)$", re.I)
 REDACTED = "<redacted>"
-
-
-def enable_debug() -> None:
-    global _debug
-    _debug = True
 
 
 def redact_headers(headers: Mapping[str, str]) -> Dict[str, str]:

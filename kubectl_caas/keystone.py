@@ -11,8 +11,6 @@ import logging
 import os
 import secrets
 import socket
-import time
-from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
 from keystoneauth1 import exceptions as ks_exc
@@ -21,7 +19,9 @@ from keystoneauth1.identity import v3
 
 from kubectl_caas import http
 from kubectl_caas.errors import EXIT_AUTH, AuthError, CaasError, LoginRequired, UsageError
-from kubectl_caas.terminal import prompt_secret, show
+from kubectl_caas.identity import identity_type, to_args
+from kubectl_caas.plugins import OPENSTACK_OPTIONS
+from kubectl_caas.runtime import Runtime
 
 # keystoneauth1 logs its retries as warnings; with no handler Python would print them to stderr.
 # Our own --debug output and error lines say what happened.
@@ -43,57 +43,43 @@ def normalise_auth_url(url: str) -> str:
     return url
 
 
-@dataclass
-class Identity:
-    """Who logs in, where: every non-secret parameter needed to authenticate again."""
-
-    auth_url: str
-    user: Optional[str] = None
-    user_id: Optional[str] = None
-    user_domain: Optional[str] = None
-    user_domain_id: Optional[str] = None
-    project: Optional[str] = None
-    project_id: Optional[str] = None
-    project_domain: Optional[str] = None
-    project_domain_id: Optional[str] = None
-    cacert: Optional[str] = None
-    application_credential_id: Optional[str] = None
-    os_cloud: Optional[str] = None
+class _IdentityMeaning:
+    """What the Keystone identity's fields mean (the fields themselves come from the plugin's
+    option table: see identity.identity_type and plugins.OPENSTACK_OPTIONS)."""
 
     def __post_init__(self) -> None:
-        self.auth_url = normalise_auth_url(self.auth_url)
+        # Frozen: the normalised values are set once, here.
+        put = object.__setattr__
+        if not self.auth_url:
+            raise UsageError("no Keystone URL", "pass --auth-url or set OS_AUTH_URL")
+        put(self, "auth_url", normalise_auth_url(self.auth_url))
         if not (self.user_domain or self.user_domain_id):
-            self.user_domain_id = DEFAULT_DOMAIN
+            put(self, "user_domain_id", DEFAULT_DOMAIN)
         if not (self.project_domain or self.project_domain_id):
-            self.project_domain_id = DEFAULT_DOMAIN
+            put(self, "project_domain_id", DEFAULT_DOMAIN)
+        if self.cacert:
+            put(self, "cacert", os.path.abspath(os.path.expanduser(self.cacert)))
 
     @classmethod
-    def from_options(cls, options: Mapping[str, str]) -> "Identity":
-        """From get-token's options (the exec args login wrote into the kubeconfig)."""
-        if not options.get("auth-url"):
+    def from_values(cls, values: Mapping[str, Any]) -> "Identity":
+        """From get-token's values (the exec args login wrote), or any mapping of field names."""
+        if not values.get("auth_url"):
             raise UsageError("get-token needs --auth-url", "run `kubectl openstack login` again")
-        return cls(auth_url=options["auth-url"], user=options.get("user"), user_id=options.get("user-id"),
-                   user_domain=options.get("user-domain"), user_domain_id=options.get("user-domain-id"),
-                   project=options.get("project"), project_id=options.get("project-id"),
-                   project_domain=options.get("project-domain"),
-                   project_domain_id=options.get("project-domain-id"), cacert=options.get("cacert"),
-                   application_credential_id=options.get("application-credential-id"),
-                   os_cloud=options.get("os-cloud"))
+        return cls(**{f: values.get(f) for f in cls.__dataclass_fields__})
+
+    def values(self) -> Dict[str, Any]:
+        """The fields as get-token's values, only what says something: the user's domain name, when
+        given, makes its id redundant (and the same for the project)."""
+        values = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        if self.user_domain:
+            values["user_domain_id"] = None
+        if self.project_domain:
+            values["project_domain_id"] = None
+        return values
 
     def exec_args(self) -> List[str]:
         """get-token's arguments: enough to find the cache entry and log in again, no secret."""
-        args = ["get-token", "--auth-url", self.auth_url]
-        pairs = [("user", self.user), ("user-id", self.user_id),
-                 ("user-domain", self.user_domain), ("user-domain-id", None if self.user_domain else self.user_domain_id),
-                 ("project", self.project), ("project-id", self.project_id),
-                 ("project-domain", self.project_domain),
-                 ("project-domain-id", None if self.project_domain else self.project_domain_id),
-                 ("application-credential-id", self.application_credential_id),
-                 ("os-cloud", self.os_cloud), ("cacert", self.cacert and os.path.abspath(self.cacert))]
-        for name, value in pairs:
-            if value:
-                args += [f"--{name}", value]
-        return args
+        return to_args(OPENSTACK_OPTIONS, self.values())
 
     @property
     def who(self) -> str:
@@ -120,6 +106,10 @@ class Identity:
                 "user_domain_id": None if self.user_domain else self.user_domain_id}
 
 
+# Who logs in, where: every non-secret setting needed to authenticate again (frozen).
+Identity = identity_type("Identity", OPENSTACK_OPTIONS, _IdentityMeaning)
+
+
 class Keystone:
     """A connection to one Keystone, with our timeouts, CA and --debug logging.
 
@@ -127,14 +117,16 @@ class Keystone:
     OS_PASSCODE, else (`interactive`) from the person at the terminal.
     """
 
-    def __init__(self, identity: Identity, interactive: bool = True):
+    def __init__(self, identity: Identity, runtime: Runtime, interactive: bool = True):
         self.identity = identity
+        self.runtime = runtime
         self.interactive = interactive
         self._passcode: Optional[str] = None
         self.used_passcode = False  # a login of this session needed the TOTP second factor
         self.verify = http.verify_for(identity.cacert)
-        self.session = ks_session.Session(session=http.new_session(SERVICE, identity.auth_url, "--auth-url"),
-                                          verify=self.verify, timeout=http.total_timeout(), user_agent="kubectl-caas")
+        self.session = ks_session.Session(
+            session=http.new_session(SERVICE, identity.auth_url, "--auth-url", debug=runtime.debug),
+            verify=self.verify, timeout=http.total_timeout(), user_agent="kubectl-caas")
 
     def _get_access(self, auth, action: str, project_id: Optional[str] = None, expect_identity: bool = True,
                     scoped: bool = True):
@@ -146,9 +138,9 @@ class Keystone:
             self.session.timeout = deadline.timeout()
             return auth.get_access(self.session)
 
-        sent = time.time()
+        sent = self.runtime.clock()
         try:
-            access = http.with_retries(attempt, _transient, deadline)
+            access = http.with_retries(attempt, _transient, deadline, debug=self.runtime.debug)
         except (KeyError, TypeError, AttributeError, RecursionError) as exc:
             # keystoneauth1 reads X-Subject-Token and the body's `token` without checking them
             raise CaasError(f"{SERVICE} answered {action} with something that is not a token "
@@ -260,8 +252,8 @@ class Keystone:
             raise AuthError(f"Keystone requires more authentication methods for {ident.who}: {methods}",
                             "only password plus TOTP is supported by kubectl-openstack") from None
         if self._passcode is None:
-            self._passcode = os.environ.get("OS_PASSCODE") or (
-                prompt_secret("One-time passcode (TOTP): ") if self.interactive else None)
+            self._passcode = self.runtime.getenv("OS_PASSCODE") or (
+                self.runtime.ask_secret("One-time passcode (TOTP): ") if self.interactive else None)
         if not self._passcode:
             raise AuthError(f"Keystone requires a one-time passcode (TOTP) for {ident.who}",
                             "set OS_PASSCODE, or run the command at a terminal to be asked for it") from None
@@ -348,7 +340,8 @@ class Keystone:
             return response
 
         idempotent = method in ("GET", "HEAD", "DELETE")
-        return http.with_retries(attempt, _transient if idempotent else (lambda exc: False), deadline)
+        return http.with_retries(attempt, _transient if idempotent else (lambda exc: False), deadline,
+                                 debug=self.runtime.debug)
 
     def projects(self, token: str) -> List[Dict[str, Any]]:
         response = self._call("GET", "/auth/projects", token, "the project list")
@@ -501,17 +494,18 @@ def _check_project(identity: Identity, access) -> None:
                         "unset OS_APPLICATION_CREDENTIAL_ID/_SECRET or use a credential for this project")
 
 
-def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interactive: bool) -> Dict[str, Any]:
+def renew(values: Mapping[str, str], entry: Optional[Dict[str, Any]], runtime: Runtime,
+          interactive: bool) -> Dict[str, Any]:
     """A fresh token for get-token, from the first source that works: the remembered application
     credential; OS_APPLICATION_CREDENTIAL_ID/_SECRET; the clouds.yaml entry login used; OS_PASSWORD
     or that entry's password; a prompt when a person is at the terminal (which also remembers the
     login again). Otherwise LoginRequired."""
-    identity = Identity.from_options(options)
-    keystone = Keystone(identity, interactive=interactive)
+    identity = Identity.from_values(values)
+    keystone = Keystone(identity, runtime, interactive=interactive)
     entry = dict(entry or {})
     remembered = entry.get("application_credential")
     if isinstance(remembered, dict) and remembered.get("id") and remembered.get("secret"):
-        expired = float(remembered.get("expires_at") or 0) and float(remembered["expires_at"]) <= time.time()
+        expired = float(remembered.get("expires_at") or 0) and float(remembered["expires_at"]) <= runtime.clock()
         if not expired:
             try:
                 access = keystone.application_credential_login(remembered["id"], remembered["secret"])
@@ -519,11 +513,11 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
                                          remembered, entry.get("remember_seconds"))
             except AuthError:
                 pass  # expired or deleted on the server: fall through to the next source
-        show("kubectl-openstack: the remembered application credential no longer works")
+        runtime.notice("kubectl-openstack: the remembered application credential no longer works")
         entry.pop("application_credential", None)
 
-    cloud = _cloud_secrets(identity)
-    env = os.environ
+    cloud = _cloud_secrets(identity, runtime)
+    env = runtime.environ
     for credential_id, name, secret in (
             (env.get("OS_APPLICATION_CREDENTIAL_ID"), env.get("OS_APPLICATION_CREDENTIAL_NAME"),
              env.get("OS_APPLICATION_CREDENTIAL_SECRET")),
@@ -542,10 +536,10 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
         raise LoginRequired(f"no secret for application credential {identity.application_credential_id}",
                             "set OS_APPLICATION_CREDENTIAL_SECRET, or run `kubectl openstack login`")
 
-    password = os.environ.get("OS_PASSWORD") or cloud.get("password")
+    password = runtime.getenv("OS_PASSWORD") or cloud.get("password")
     prompted = False
     if not password and interactive:
-        password = prompt_password(identity)
+        password = prompt_password(identity, runtime)
         prompted = True
     if not password:
         raise LoginRequired(f"the Keystone token for {identity.who}, project {identity.project_label} has "
@@ -558,11 +552,11 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
         # A person just typed the password: remember the login again, as `login` does.
         credential, notice = remember_login(keystone, access, float(remember))
         if notice:
-            show(f"kubectl-openstack: {notice}")
+            runtime.notice(f"kubectl-openstack: {notice}")
     return entry_from_access(identity, access, "password", credential, remember)
 
 
-def _cloud_secrets(identity: Identity) -> Dict[str, Any]:
+def _cloud_secrets(identity: Identity, runtime: Runtime) -> Dict[str, Any]:
     """The secrets of the clouds.yaml entry login used (`--os-cloud`), if it still holds any."""
     if not identity.os_cloud:
         return {}
@@ -571,9 +565,9 @@ def _cloud_secrets(identity: Identity) -> Dict[str, Any]:
     try:
         return load_cloud(identity.os_cloud)
     except CaasError as exc:
-        show(f"kubectl-openstack: ignoring clouds.yaml: {exc}")
+        runtime.notice(f"kubectl-openstack: ignoring clouds.yaml: {exc}")
         return {}
 
 
-def prompt_password(identity: Identity) -> str:
-    return prompt_secret(f"Keystone password for {identity.who} ({identity.auth_url}): ") or ""
+def prompt_password(identity: Identity, runtime: Runtime) -> str:
+    return runtime.ask_secret(f"Keystone password for {identity.who} ({identity.auth_url}): ") or ""

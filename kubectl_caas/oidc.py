@@ -9,9 +9,6 @@ from __future__ import annotations
 import email.utils
 import json
 import os
-import sys
-import time
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional
 from urllib.parse import urlsplit
 
@@ -19,8 +16,10 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 
 from kubectl_caas import http
-from kubectl_caas.errors import AuthError, CaasError, LoginRequired, UsageError
-from kubectl_caas.terminal import show
+from kubectl_caas.errors import EXIT_AUTH, AuthError, CaasError, LoginRequired, UsageError
+from kubectl_caas.identity import identity_type, to_args
+from kubectl_caas.plugins import IAM_OPTIONS
+from kubectl_caas.runtime import Runtime
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 DEFAULT_SCOPE = "openid profile email offline_access"
@@ -62,73 +61,83 @@ class _Transient(Exception):
         self.response = response
 
 
-@dataclass
-class Client:
-    """One OIDC client at one issuer: every non-secret parameter plus the optional secret."""
-
-    issuer: str
-    client_id: str
-    scope: str = DEFAULT_SCOPE
-    audience: Optional[str] = None
-    cacert: Optional[str] = None
-    client_secret: Optional[str] = None
-    token_kind: str = "id"
+class _ClientMeaning:
+    """What an OIDC client identity's fields mean (the fields come from the plugin's option table:
+    identity.identity_type and plugins.IAM_OPTIONS). A default is stored as None, so that the
+    exec args and the cache key of a login that spells out a default stay those of one that does
+    not; `scopes` and `bearer` give the values in force."""
 
     def __post_init__(self) -> None:
+        put = object.__setattr__
+        if not self.issuer or not self.client_id:
+            raise UsageError("an OIDC login needs an issuer and a client id", "pass --issuer and --client-id")
         # One spelling everywhere we write it (kubeconfig args, cache key); the exact form the
         # provider uses, which ID tokens must carry, comes from its discovery document.
-        self.issuer = normalise_issuer(self.issuer)
+        put(self, "issuer", normalise_issuer(self.issuer))
         check_issuer_url(self.issuer)
-        if self.token_kind not in ("id", "access"):
-            raise UsageError(f"--token must be 'id' or 'access', not {self.token_kind!r}")
-        if self.token_kind == "id" and "openid" not in self.scope.split():
+        if self.scope == DEFAULT_SCOPE:
+            put(self, "scope", None)
+        if self.token == "id":
+            put(self, "token", None)
+        if self.bearer not in ("id", "access"):
+            raise UsageError(f"--token must be 'id' or 'access', not {self.bearer!r}")
+        if self.bearer == "id" and "openid" not in self.scopes.split():
             raise UsageError("the ID token is the bearer but the scope lacks `openid`",
                              "add openid to --scope, or use --token access")
+        if self.cacert:
+            put(self, "cacert", os.path.abspath(os.path.expanduser(self.cacert)))
 
     @classmethod
-    def from_options(cls, options: Mapping[str, str], client_secret: Optional[str] = None) -> "Client":
-        if not options.get("issuer") or not options.get("client-id"):
+    def from_values(cls, values: Mapping[str, Any]) -> "Client":
+        """From get-token's values (the exec args login wrote), or any mapping of field names."""
+        if not values.get("issuer") or not values.get("client_id"):
             raise UsageError("get-token needs --issuer and --client-id", "run `kubectl iam login` again")
-        return cls(issuer=options["issuer"], client_id=options["client-id"],
-                   scope=options.get("scope") or DEFAULT_SCOPE, audience=options.get("audience"),
-                   cacert=options.get("cacert"), client_secret=client_secret,
-                   token_kind=options.get("token") or "id")
+        return cls(**{f: values.get(f) for f in cls.__dataclass_fields__})
+
+    def values(self) -> Dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
     def exec_args(self) -> List[str]:
-        args = ["get-token", "--issuer", self.issuer, "--client-id", self.client_id]
-        if self.scope != DEFAULT_SCOPE:
-            args += ["--scope", self.scope]
-        if self.audience:
-            args += ["--audience", self.audience]
-        if self.token_kind != "id":
-            args += ["--token", self.token_kind]
-        if self.cacert:
-            args += ["--cacert", os.path.abspath(os.path.expanduser(self.cacert))]
-        return args
+        return to_args(IAM_OPTIONS, self.values())
+
+    @property
+    def scopes(self) -> str:
+        return self.scope or DEFAULT_SCOPE
+
+    @property
+    def bearer(self) -> str:
+        """Which token kubectl gets: id (the ID token) or access."""
+        return self.token or "id"
 
     @property
     def host(self) -> str:
         return urlsplit(self.issuer).netloc
 
 
+# One OIDC client at one issuer: every non-secret setting (frozen); its secret travels apart.
+Client = identity_type("Client", IAM_OPTIONS, _ClientMeaning)
+
+
 class Provider:
     """A connection to one issuer: discovery, the token endpoint, revocation, ID-token checks."""
 
-    def __init__(self, client: Client, metadata: Optional[Dict[str, Any]] = None,
-                 jwks: Optional[Dict[str, Any]] = None):
+    def __init__(self, client: Client, runtime: Runtime, client_secret: Optional[str] = None,
+                 metadata: Optional[Dict[str, Any]] = None, jwks: Optional[Dict[str, Any]] = None):
         self.client = client
+        self.runtime = runtime
+        self.client_secret = client_secret
         self.verify = http.verify_for(client.cacert)
         self.metadata = metadata
         self.jwks = jwks
-        method = "client_secret_basic" if client.client_secret else "none"
-        self.session = http.prepare(OAuth2Session(client.client_id, client.client_secret, scope=client.scope,
+        method = "client_secret_basic" if client_secret else "none"
+        self.session = http.prepare(OAuth2Session(client.client_id, client_secret, scope=client.scopes,
                                                   token_endpoint_auth_method=method,
                                                   revocation_endpoint_auth_method=method),
-                                    "the OIDC provider", client.issuer, "--issuer")
+                                    "the OIDC provider", client.issuer, "--issuer", debug=runtime.debug)
         # The provider's clock, from the Date header of its last answer, and when we sent that
         # request by ours: token lifetimes are measured on the provider's clock (see clock.py).
         self.server_time: Optional[float] = None
-        self.sent_at = time.time()
+        self.sent_at = runtime.clock()
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -141,7 +150,7 @@ class Provider:
         deadline = http.Deadline(f"the OIDC provider ({action})", url)
 
         def attempt() -> requests.Response:
-            sent = time.time()
+            sent = self.runtime.clock()
             try:
                 response = self.session.request(method, url, withhold_token=True, verify=self.verify,
                                                 timeout=deadline.timeout(), **kwargs)
@@ -154,7 +163,8 @@ class Provider:
             return response
 
         try:
-            return http.with_retries(attempt, lambda exc: isinstance(exc, _Transient), deadline)
+            return http.with_retries(attempt, lambda exc: isinstance(exc, _Transient), deadline,
+                                     debug=self.runtime.debug)
         except _Transient as exc:
             return exc.response
 
@@ -230,7 +240,7 @@ class Provider:
         return data
 
     def start_device_flow(self) -> Dict[str, Any]:
-        data = self._with_audience({"scope": self.client.scope})
+        data = self._with_audience({"scope": self.client.scopes})
         answer = self._endpoint_call("device_authorization_endpoint", data, "the device authorization request")
         for key in ("device_code", "user_code", "verification_uri"):
             if not isinstance(answer.get(key), str) or not answer[key]:
@@ -246,17 +256,17 @@ class Provider:
             raise CaasError(f"the OIDC provider's user code '{answer['user_code']}' is not a code a person can type")
         return answer
 
-    def poll_device_flow(self, device: Mapping[str, Any], sleep: Callable[[float], None] = time.sleep,
-                         clock: Callable[[], float] = time.monotonic) -> Dict[str, Any]:
+    def poll_device_flow(self, device: Mapping[str, Any]) -> Dict[str, Any]:
         """Poll the token endpoint until the person approves, refuses, or the code expires."""
         interval = _positive_number(device.get("interval"), DEFAULT_INTERVAL)
         expires_in = _positive_number(device.get("expires_in"), 600.0)
+        clock, sleep = self.runtime.monotonic, self.runtime.sleep
         deadline = clock() + expires_in
         data = self._with_audience({"grant_type": DEVICE_GRANT, "device_code": device["device_code"]})
         while True:
             if clock() + interval > deadline:
                 raise OAuthError("expired_token", "the code expired before the sign-in was approved",
-                                 "run the login again and approve it within the time shown", exit_code=3)
+                                 "run the login again and approve it within the time shown", exit_code=EXIT_AUTH)
             sleep(interval)
             try:
                 return self._endpoint_call("token_endpoint", dict(data), "the device code poll")
@@ -268,11 +278,11 @@ class Provider:
                     continue
                 if exc.error == "access_denied":
                     raise OAuthError("access_denied", "the sign-in was refused in the browser",
-                                     "run the login again and approve it", exit_code=3) from None
+                                     "run the login again and approve it", exit_code=EXIT_AUTH) from None
                 if exc.error == "expired_token":
                     raise OAuthError("expired_token", "the code expired before the sign-in was approved",
                                      "run the login again and approve it within the time shown",
-                                     exit_code=3) from None
+                                     exit_code=EXIT_AUTH) from None
                 raise
 
     def refresh(self, refresh_token: str) -> Dict[str, Any]:
@@ -308,7 +318,7 @@ class Provider:
 
     def server_now(self) -> float:
         """The provider's clock at its last answer (its Date header), else ours."""
-        return self.server_time if self.server_time is not None else time.time()
+        return self.server_time if self.server_time is not None else self.runtime.clock()
 
     def verify_id_token(self, id_token: str) -> Dict[str, Any]:
         """Signature against the issuer's JWKS, then iss, aud, azp and the times, as kube-apiserver
@@ -444,18 +454,19 @@ def entry_from_tokens(provider: Provider, tokens: Mapping[str, Any],
             entry[key] = document
     if refresh_token:
         entry["refresh_token"] = refresh_token
-    if provider.client.client_secret:
-        entry["client_secret"] = provider.client.client_secret
+    if provider.client_secret:
+        entry["client_secret"] = provider.client_secret
     return entry
 
 
-def provider_for(client: Client, entry: Optional[Mapping[str, Any]] = None) -> Provider:
+def provider_for(client: Client, runtime: Runtime, client_secret: Optional[str] = None,
+                 entry: Optional[Mapping[str, Any]] = None) -> Provider:
     """A Provider reusing the discovery document and keys cached in the entry, if any."""
     metadata = jwks = None
     if entry and normalise_issuer(str(entry.get("issuer", ""))) == normalise_issuer(client.issuer):
         metadata = entry.get("metadata") if isinstance(entry.get("metadata"), dict) else None
         jwks = entry.get("jwks") if isinstance(entry.get("jwks"), dict) else None
-    return Provider(client, metadata, jwks)
+    return Provider(client, runtime, client_secret, metadata, jwks)
 
 
 def device_login(provider: Provider, announce: Callable[[Mapping[str, Any]], None]) -> Dict[str, Any]:
@@ -463,34 +474,36 @@ def device_login(provider: Provider, announce: Callable[[Mapping[str, Any]], Non
     device = provider.start_device_flow()
     announce(device)
     tokens = provider.poll_device_flow(device)
-    if provider.client.token_kind == "id" and not tokens.get("id_token"):
+    if provider.client.bearer == "id" and not tokens.get("id_token"):
         raise AuthError("the provider returned no ID token", "check that the scope includes openid")
     return entry_from_tokens(provider, tokens)
 
 
-def announce_on_stderr(device: Mapping[str, Any]) -> None:
-    show(f"To sign in, open {device['verification_uri']} and enter the code {device['user_code']}")
+def announce(device: Mapping[str, Any], runtime: Runtime) -> None:
+    """Show the person where to go and what to type (on stderr, escaped)."""
+    runtime.notice(f"To sign in, open {device['verification_uri']} and enter the code {device['user_code']}")
     complete = device.get("verification_uri_complete")
     if isinstance(complete, str) and complete:
-        show(f"or open {complete}")
+        runtime.notice(f"or open {complete}")
     expires = device.get("expires_in")
     if expires:
-        show(f"(the code is valid for {int(min(_positive_number(expires, 600), 3600) // 60) or 1} min; waiting...)")
-    sys.stderr.flush()
+        runtime.notice(f"(the code is valid for {int(min(_positive_number(expires, 600), 3600) // 60) or 1} min; "
+                       "waiting...)")
 
 
-def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interactive: bool) -> Dict[str, Any]:
+def renew(values: Mapping[str, str], entry: Optional[Dict[str, Any]], runtime: Runtime,
+          interactive: bool) -> Dict[str, Any]:
     """A fresh bearer for get-token: refresh, else (a person at a terminal) a new device flow."""
     entry = entry or {}
-    secret = entry.get("client_secret") or os.environ.get("IAM_CLIENT_SECRET")
-    client = Client.from_options(options, secret)
-    provider = provider_for(client, entry)
+    client = Client.from_values(values)
+    secret = entry.get("client_secret") or runtime.getenv("IAM_CLIENT_SECRET")
+    provider = provider_for(client, runtime, secret, entry)
     refresh_token = entry.get("refresh_token")
     why = "there is no refresh token"
     if refresh_token:
         try:
             answer = provider.refresh(refresh_token)
-            if client.token_kind == "id" and not answer.get("id_token"):
+            if client.bearer == "id" and not answer.get("id_token"):
                 why = "the refresh answer carried no ID token"
             else:
                 return entry_from_tokens(provider, answer, entry)
@@ -500,8 +513,8 @@ def renew(options: Mapping[str, str], entry: Optional[Dict[str, Any]], interacti
             why = f"the refresh token was refused ({exc.error})"
     if not interactive:
         raise LoginRequired(f"cannot renew the token from {client.issuer}: {why}", "run `kubectl iam login`")
-    show(f"kubectl-iam: {why}; sign in again")
-    return device_login(provider, announce_on_stderr)
+    runtime.notice(f"kubectl-iam: {why}; sign in again")
+    return device_login(provider, lambda device: announce(device, runtime))
 
 
 def _server_time(response: requests.Response) -> Optional[float]:

@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from kubectl_caas.errors import UsageError
+from kubectl_caas.plugins import Plugin
 
-DEFAULT_PROFILE = {"openstack": "cloudveneto", "iam": "infn-iam"}
 
 # Profile keys that name a CA bundle for requests to Keystone or the OIDC provider. The code that uses
 # them wants a file (requests' `verify`, and the path written into the kubeconfig's get-token
@@ -145,10 +145,10 @@ def baked_profile(plugin: str) -> Optional[Tuple[str, Dict[str, Any]]]:
     return None
 
 
-def default_profile(plugin: str) -> str:
-    """The profile used when nobody names one: the baked site's, else the built-in default."""
-    baked = baked_profile(plugin)
-    return baked[0] if baked else DEFAULT_PROFILE[plugin]
+def default_profile(plugin: Plugin) -> str:
+    """The profile used when nobody names one: the baked site's, else the plugin's built-in default."""
+    baked = baked_profile(plugin.name)
+    return baked[0] if baked else plugin.default_profile
 
 
 def with_ca_files(profile: Dict[str, Any]) -> Dict[str, Any]:
@@ -177,34 +177,53 @@ def with_ca_files(profile: Dict[str, Any]) -> Dict[str, Any]:
     return resolved
 
 
+# Settings of the cluster side, read from the environment by both plugins.
+CLUSTER_ENVIRONMENT = {"server": ("CAAS_SERVER",), "certificate_authority": ("CAAS_CERTIFICATE_AUTHORITY",)}
+
+
 @dataclass
 class Settings:
-    """Resolved settings for one command, remembering where each value came from."""
+    """Resolved settings for one command: flag > environment variable > clouds.yaml entry (only
+    kubectl-openstack has one) > config file > site profile. The environment variables of an
+    identity setting are those of its option in the plugin's table (plugins.py)."""
 
-    plugin: str
+    plugin: Plugin
     flags: Dict[str, Any]
+    environ: Mapping[str, str]
     config: Dict[str, Any] = field(default_factory=dict)
     profile: Dict[str, Any] = field(default_factory=dict)
     profile_name: Optional[str] = None
+    cloud: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, plugin: str, flags: Dict[str, Any], profile: Optional[str] = None) -> "Settings":
-        config = load_config_file(plugin)
-        name = profile or os.environ.get("KUBECTL_CAAS_PROFILE") or config.get("profile") \
+    def load(cls, plugin: Plugin, flags: Dict[str, Any], environ: Mapping[str, str],
+             profile: Optional[str] = None) -> "Settings":
+        config = load_config_file(plugin.name)
+        name = profile or environ.get("KUBECTL_CAAS_PROFILE") or config.get("profile") \
             or default_profile(plugin)
-        data = load_profile(name, plugin) if name != "none" else {}
-        if data.get("plugin") not in (None, plugin):
+        data = load_profile(name, plugin.name) if name != "none" else {}
+        if data.get("plugin") not in (None, plugin.name):
             if profile:
-                raise UsageError(f"site profile {name!r} is for kubectl-{data['plugin']}, not kubectl-{plugin}")
+                raise UsageError(f"site profile {name!r} is for kubectl-{data['plugin']}, not {plugin.command}")
             # KUBECTL_CAAS_PROFILE or a shared setting names the other plugin's profile: use ours.
             name = default_profile(plugin)
-            data = load_profile(name, plugin)
-        return cls(plugin, flags, config, with_ca_files(data), name)
+            data = load_profile(name, plugin.name)
+        return cls(plugin, flags, environ, config, with_ca_files(data), name)
 
-    def get(self, key: str, env: Iterable[str] = (), default: Any = None) -> Any:
-        """The first of: flag, the environment variables `env` in order, config file, profile, `default`."""
-        candidates = [self.flags.get(key), *(os.environ.get(name) for name in env),
-                      self.config.get(key), self.profile.get(key)]
+    def environment_names(self, key: str) -> Tuple[str, ...]:
+        option = next((o for o in self.plugin.options if o.field == key), None)
+        return option.env if option is not None else CLUSTER_ENVIRONMENT.get(key, ())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The first of: flag, the key's environment variables in order, clouds.yaml entry, config
+        file, profile, `default`. A flag for one spelling of a pair (user name or id, project name
+        or id) names it outright: the other spelling is then not taken from the layers below,
+        where it may be left over from another project."""
+        option = next((o for o in self.plugin.options if o.field == key), None)
+        if option is not None and option.pair and (self.flags.get(key) or self.flags.get(option.pair)):
+            return self.flags.get(key) or default
+        candidates = [self.flags.get(key), *(self.environ.get(name) for name in self.environment_names(key)),
+                      self.cloud.get(key), self.config.get(key), self.profile.get(key)]
         return next((value for value in candidates if value not in (None, "")), default)
 
     def hint(self, key: str) -> Optional[str]:

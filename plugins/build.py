@@ -89,7 +89,7 @@ def _unpacked():
 
 
 sys.path.insert(0, _unpacked())
-from kubectl_caas.exec_plugin import {plugin}_main  # noqa: E402
+from kubectl_caas.console import {plugin}_main  # noqa: E402
 
 {plugin}_main()
 '''

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from kubectl_caas import cache, exec_plugin
+from kubectl_caas import cache, exec_plugin, identity
+from kubectl_caas.plugins import OPENSTACK
+from kubectl_caas.runtime import Runtime
 from kubectl_caas.errors import CaasError
 
 OTHER_UID = 65534  # nobody
@@ -44,8 +46,8 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
 
 
 def entry_name() -> str:
-    options, _ = exec_plugin.parse_get_token_args("openstack", list(OPENSTACK_ARGS))
-    return os.path.basename(exec_plugin.entry_path_for("openstack", options))
+    values, _ = identity.parse_args(OPENSTACK.options, list(OPENSTACK_ARGS), OPENSTACK.command)
+    return os.path.basename(OPENSTACK.entry_path(values))
 
 
 def fresh_entry(token: str) -> dict:
@@ -74,7 +76,7 @@ def make_dir(path: Path, mode: int, uid: int = None) -> Path:
 
 
 def get_token(capsys) -> tuple:
-    code = exec_plugin.get_token("openstack", list(OPENSTACK_ARGS))
+    code = exec_plugin.get_token(OPENSTACK, list(OPENSTACK_ARGS), Runtime())
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from kubectl_caas import contexts
 from kubectl_caas.cli import common
 from kubectl_caas.cli.openstack import translate_seed_args
 from kubectl_caas.errors import UsageError
@@ -25,14 +26,14 @@ def test_kubeconfig_command_skips_a_pyenv_shim_for_the_real_console_script(tmp_p
     real = make_script(venv_bin / "kubectl-openstack", f"#!{venv_bin}/python")
     monkeypatch.setattr(sys, "argv", [shim, "login"])
     monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
-    assert common.plugin_command("kubectl-openstack") == real
+    assert contexts.plugin_command("kubectl-openstack") == real
 
 
 def test_kubeconfig_command_is_the_running_script_when_it_is_python(tmp_path, monkeypatch):
     script = make_script(tmp_path / "kubectl-openstack", "#!/usr/bin/env python3")
     monkeypatch.setattr(sys, "argv", [script, "login"])
     monkeypatch.setattr(sys, "executable", str(tmp_path / "elsewhere" / "python"))
-    assert common.plugin_command("kubectl-openstack") == script
+    assert contexts.plugin_command("kubectl-openstack") == script
 
 
 @pytest.mark.parametrize("text, seconds", [("7d", 604800), ("12h", 43200), ("90m", 5400), ("3600", 3600),

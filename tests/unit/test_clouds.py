@@ -10,8 +10,9 @@ import json
 
 import pytest
 
-from kubectl_caas.cli.openstack import OpenStackSettings, _identity
+from kubectl_caas.cli import openstack_login as flows
 from kubectl_caas.errors import UsageError
+from kubectl_caas.runtime import Runtime
 
 HORIZON_CLOUD = {  # the shape of the dashboard's "OpenStack clouds.yaml File"
     "auth": {"auth_url": "https://keystone.example.org:5000/v3", "username": "alice", "project_id": "cms-id",
@@ -40,7 +41,11 @@ def clouds(tmp_path, monkeypatch):
 
 
 def settings(os_cloud="openstack", **flags):
-    return OpenStackSettings(flags, "none", os_cloud)
+    return flows.load_settings(dict(flags, os_cloud=os_cloud), "none", Runtime())
+
+
+def _identity(found):
+    return flows.identity_from(found)
 
 
 def test_the_dashboards_clouds_yaml_scopes_by_project_id(clouds):
@@ -91,7 +96,7 @@ def test_application_credential_by_name_is_an_application_credential_login(cloud
                    "auth": {"auth_url": "https://k/v3", "application_credential_name": "mine", "username": "alice",
                             "user_domain_name": "Default", "application_credential_secret": "s"}}})
     found = settings("ac")
-    assert found.auth_type() == "application_credential"
+    assert flows.auth_type(found) == "application_credential"
     assert (found.get("application_credential_name"), found.get("application_credential_secret")) == ("mine", "s")
 
 
@@ -99,14 +104,14 @@ def test_application_credential_by_name_is_an_application_credential_login(cloud
 def test_an_auth_type_we_cannot_serve_is_one_clear_line(clouds, auth_type):
     clouds({"openstack": {**HORIZON_CLOUD, "auth_type": auth_type}})
     with pytest.raises(UsageError) as caught:
-        settings().auth_type()
+        flows.auth_type(settings())
     assert auth_type in str(caught.value) and "v3applicationcredential" in str(caught.value)
 
 
 def test_os_auth_type_beats_the_file(clouds, monkeypatch):
     clouds({"openstack": {**HORIZON_CLOUD, "auth_type": "v3applicationcredential"}})
     monkeypatch.setenv("OS_AUTH_TYPE", "v3password")
-    assert settings().auth_type() == "password"
+    assert flows.auth_type(settings()) == "password"
 
 
 @pytest.mark.parametrize("switch", [{"verify": False}, {"insecure": True}])

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from kubectl_caas import cache, exec_plugin
+from kubectl_caas import cache, exec_plugin, identity
+from kubectl_caas.plugins import PLUGINS
 
 OPENSTACK_ARGS = ["--auth-url", "https://keystone.example.org/v3", "--user", "alice",
                   "--user-domain-id", "default", "--project", "CMS", "--project-domain-id", "default"]
@@ -26,8 +27,9 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def entry_path(plugin="openstack", args=OPENSTACK_ARGS):
-    options, _ = exec_plugin.parse_get_token_args(plugin, list(args))
-    return cache.entry_path(plugin, exec_plugin.cache_fields(plugin, options))
+    record = PLUGINS[plugin]
+    values, _ = identity.parse_args(record.options, list(args), record.command)
+    return record.entry_path(values)
 
 
 def store(token="tok-1", lifetime=3600.0, left=3000.0, kind="keystone", path=None):
@@ -39,9 +41,9 @@ def store(token="tok-1", lifetime=3600.0, left=3000.0, kind="keystone", path=Non
 
 def run_get_token(*args, env=None, plugin="kubectl-openstack"):
     # Runs the console-script entry point as installed, then reports which heavy modules it loaded.
-    code = ("import sys\nfrom kubectl_caas import exec_plugin\n"
+    code = ("import sys\nfrom kubectl_caas import console\n"
             f"sys.argv[0] = {plugin!r}\n"
-            "try:\n    exec_plugin.%s_main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+            "try:\n    console.%s_main()\nexcept SystemExit as exc:\n    code = exc.code\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in %r)\n"
             "sys.stderr.write('HEAVY=' + ','.join(heavy) + '\\n'); sys.exit(code)"
             % (plugin.split("-")[1], HEAVY))
@@ -192,8 +194,8 @@ def test_entry_lock_is_per_entry_and_released_when_the_holder_dies(tmp_path):
 def test_cache_hit_path_does_not_load_typing_or_openssl():
     """Each costs milliseconds on every kubectl command; the hot path needs neither."""
     store()
-    code = ("import sys\nfrom kubectl_caas import exec_plugin\nsys.argv[0] = 'kubectl-openstack'\n"
-            "try:\n    exec_plugin.openstack_main()\nexcept SystemExit:\n    pass\n"
+    code = ("import sys\nfrom kubectl_caas import console\nsys.argv[0] = 'kubectl-openstack'\n"
+            "try:\n    console.openstack_main()\nexcept SystemExit:\n    pass\n"
             "sys.stderr.write('LOADED=' + ','.join(m for m in ('typing', '_hashlib') if m in sys.modules) + '\\n')")
     result = subprocess.run([sys.executable, "-c", code, "get-token", *OPENSTACK_ARGS], capture_output=True,
                             text=True, env=os.environ, timeout=60)

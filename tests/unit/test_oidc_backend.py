@@ -24,8 +24,9 @@ from joserfc.jwk import KeySet, RSAKey
 from requests.structures import CaseInsensitiveDict
 
 from kubectl_caas import cache, exec_plugin, http, oidc
-from kubectl_caas import clock as clock_module
 from kubectl_caas.errors import AuthError, CaasError, LoginRequired, UsageError
+from kubectl_caas.plugins import IAM
+from kubectl_caas.runtime import Runtime
 
 ISSUER = "https://iam.example.org"  # as the user configures it
 ISSUER_SLASH = ISSUER + "/"  # as INDIGO IAM writes it in discovery and in its tokens
@@ -207,9 +208,28 @@ def real_sleeps(tmp_path, monkeypatch) -> List[float]:
     return slept
 
 
+_current: Dict[str, Any] = {}
+
+
+def fake_runtime() -> Runtime:
+    """The side effects a backend gets: the current test's fake clock, when it has one."""
+    fake = _current.get("iam")
+
+    def monotonic() -> float:
+        return fake.clock() if fake is not None and fake.clock else time.monotonic()
+
+    def sleep(seconds: float) -> None:
+        if fake is not None and fake.clock:
+            fake.clock.sleep(seconds)
+        else:
+            time.sleep(seconds)
+    return Runtime(monotonic=monotonic, sleep=sleep)
+
+
 @pytest.fixture
 def iam(monkeypatch) -> FakeIAM:
     fake = FakeIAM()
+    _current["iam"] = fake
 
     def send(adapter: Any, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         return fake.send(adapter, request, **kwargs)
@@ -224,18 +244,18 @@ def clock(iam) -> FakeClock:
 
 
 def provider(audience: Optional[str] = AUDIENCE, issuer: str = ISSUER, **kwargs: Any) -> oidc.Provider:
-    return oidc.Provider(oidc.Client(issuer=issuer, client_id=CLIENT_ID, audience=audience, **kwargs))
+    return oidc.Provider(oidc.Client(issuer=issuer, client_id=CLIENT_ID, audience=audience, **kwargs), fake_runtime())
 
 
 def poll(iam: FakeIAM, clock: FakeClock, device: Optional[Dict[str, Any]] = None, **kwargs: Any):
-    return provider(**kwargs).poll_device_flow(device or device_answer(), sleep=clock.sleep, clock=clock)
+    return provider(**kwargs).poll_device_flow(device or device_answer())
 
 
 def poll_times(iam: FakeIAM) -> List[float]:
     return [s.at - START for s in iam.sent(TOKEN_URL)]
 
 
-OPTIONS = {"issuer": ISSUER, "client-id": CLIENT_ID, "audience": AUDIENCE}
+OPTIONS = {"issuer": ISSUER, "client_id": CLIENT_ID, "audience": AUDIENCE}  # get-token's values
 
 
 def previous_entry(refresh_token: Optional[str] = "rt-1", with_discovery: bool = False) -> Dict[str, Any]:
@@ -255,11 +275,11 @@ def previous_entry(refresh_token: Optional[str] = "rt-1", with_discovery: bool =
 
 
 def get_token_args(options: Dict[str, str] = OPTIONS) -> List[str]:
-    return [part for name, value in options.items() for part in (f"--{name}", value)]
+    return [part for name, value in options.items() for part in (f"--{name.replace('_', '-')}", value)]
 
 
 def store_for_get_token(entry: Dict[str, Any], options: Dict[str, str] = OPTIONS) -> str:
-    path = cache.entry_path("iam", exec_plugin.cache_fields("iam", options))
+    path = IAM.entry_path(options)
     cache.write_entry(path, entry)
     return path
 
@@ -268,7 +288,7 @@ def run_get_token(monkeypatch, capsys, interactive: bool = False):
     info = {"kind": "ExecCredential", "apiVersion": "client.authentication.k8s.io/v1",
             "spec": {"interactive": interactive}}
     monkeypatch.setenv("KUBERNETES_EXEC_INFO", json.dumps(info))
-    code = exec_plugin.get_token("iam", get_token_args())
+    code = exec_plugin.get_token(IAM, get_token_args(), fake_runtime())
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -393,7 +413,7 @@ def test_audience_is_sent_on_the_device_request_every_poll_and_every_refresh(iam
                token_answer(refresh_token="rt-2"), token_answer(refresh_token="rt-3"))
     p = provider(audience=AUDIENCE)
     device = p.start_device_flow()
-    p.poll_device_flow(device, sleep=clock.sleep, clock=clock)
+    p.poll_device_flow(device)
     p.refresh("rt-1")
     p.refresh("rt-2")
 
@@ -413,7 +433,7 @@ def test_audience_is_sent_on_the_device_request_every_poll_and_every_refresh(iam
 
 def test_audience_is_sent_on_the_refresh_made_by_get_token_renewal(iam):
     iam.script(TOKEN_URL, token_answer(refresh_token="rt-2"))
-    oidc.renew(OPTIONS, previous_entry(), interactive=False)
+    oidc.renew(OPTIONS, previous_entry(), fake_runtime(), interactive=False)
     (refresh,) = iam.sent(TOKEN_URL)
     assert refresh.form["grant_type"] == "refresh_token"
     assert refresh.form["audience"] == AUDIENCE
@@ -423,7 +443,7 @@ def test_no_audience_parameter_when_none_is_configured(iam, clock):
     iam.script(DEVICE_URL, (200, device_answer()))
     iam.script(TOKEN_URL, PENDING, token_answer(), token_answer())
     p = provider(audience=None)
-    p.poll_device_flow(p.start_device_flow(), sleep=clock.sleep, clock=clock)
+    p.poll_device_flow(p.start_device_flow())
     p.refresh("rt-1")
     assert all("audience" not in s.form for s in iam.requests)
 
@@ -480,7 +500,7 @@ def test_plain_http_or_malformed_issuer_is_refused(iam, issuer):
     if issuer.startswith("http://"):
         assert "loopback" in str(caught.value)
     with pytest.raises(UsageError):
-        oidc.Client.from_options({"issuer": issuer, "client-id": CLIENT_ID})  # get-token's path too
+        oidc.Client.from_values({"issuer": issuer, "client_id": CLIENT_ID})  # get-token's path too
     assert iam.requests == []
 
 
@@ -509,7 +529,7 @@ def _call(p: oidc.Provider, which: str, clock: FakeClock) -> Any:
     if which == "device request":
         return p.start_device_flow()
     if which == "poll":
-        return p.poll_device_flow(device_answer(), sleep=clock.sleep, clock=clock)
+        return p.poll_device_flow(device_answer())
     return p.refresh("rt-1")
 
 
@@ -624,7 +644,7 @@ def test_id_token_with_alg_none_is_refused(iam):
 
 
 def test_unknown_kid_refetches_the_jwks_once_and_accepts_the_rotated_key(iam):
-    p = oidc.Provider(oidc.Client(issuer=ISSUER, client_id=CLIENT_ID), jwks=jwks(SIGNING_KEY))  # cached, old
+    p = oidc.Provider(oidc.Client(issuer=ISSUER, client_id=CLIENT_ID), fake_runtime(), jwks=jwks(SIGNING_KEY))  # cached, old
     iam.keys = [SIGNING_KEY, ROTATED_KEY]
     assert p.verify_id_token(id_token(key=ROTATED_KEY))["sub"] == "alice-sub"
     assert len(iam.sent(JWKS_URL)) == 1
@@ -632,14 +652,14 @@ def test_unknown_kid_refetches_the_jwks_once_and_accepts_the_rotated_key(iam):
 
 
 def test_unknown_kid_after_the_refetch_is_refused_without_fetching_again(iam):
-    p = oidc.Provider(oidc.Client(issuer=ISSUER, client_id=CLIENT_ID), jwks=jwks(SIGNING_KEY))
+    p = oidc.Provider(oidc.Client(issuer=ISSUER, client_id=CLIENT_ID), fake_runtime(), jwks=jwks(SIGNING_KEY))
     with pytest.raises(AuthError):
         p.verify_id_token(id_token(key=ROTATED_KEY))  # the provider does not publish k2 either
     assert len(iam.sent(JWKS_URL)) == 1
 
 
 def test_known_kid_does_not_refetch_the_cached_jwks(iam):
-    p = oidc.Provider(oidc.Client(issuer=ISSUER, client_id=CLIENT_ID), jwks=jwks(SIGNING_KEY))
+    p = oidc.Provider(oidc.Client(issuer=ISSUER, client_id=CLIENT_ID), fake_runtime(), jwks=jwks(SIGNING_KEY))
     p.verify_id_token(id_token())
     with pytest.raises(AuthError):
         p.verify_id_token(id_token(key=IMPOSTOR_KEY))  # bad signature is not a reason to refetch
@@ -652,7 +672,7 @@ def test_known_kid_does_not_refetch_the_cached_jwks(iam):
 
 def test_rotated_refresh_token_is_stored(iam):
     iam.script(TOKEN_URL, token_answer(refresh_token="rt-2"))
-    entry = oidc.renew(OPTIONS, previous_entry("rt-1"), interactive=False)
+    entry = oidc.renew(OPTIONS, previous_entry("rt-1"), fake_runtime(), interactive=False)
     assert iam.sent(TOKEN_URL)[0].form["refresh_token"] == "rt-1"
     assert entry["refresh_token"] == "rt-2"
     assert entry["issuer"] == ISSUER_SLASH
@@ -661,7 +681,7 @@ def test_rotated_refresh_token_is_stored(iam):
 
 def test_refresh_token_that_is_not_rotated_is_kept(iam):
     iam.script(TOKEN_URL, token_answer())  # IAM: probably no new refresh token
-    entry = oidc.renew(OPTIONS, previous_entry("rt-1"), interactive=False)
+    entry = oidc.renew(OPTIONS, previous_entry("rt-1"), fake_runtime(), interactive=False)
     assert entry["refresh_token"] == "rt-1"
     assert entry["tokens"]["access"]["value"] == "at-1"
 
@@ -682,7 +702,7 @@ def test_rotated_refresh_token_reaches_the_cache_file_through_get_token(iam, mon
 def test_refresh_answer_without_id_token_is_a_failed_refresh_when_the_id_token_is_the_bearer(iam):
     iam.script(TOKEN_URL, token_answer(id_token=None, refresh_token="rt-2"))
     with pytest.raises(LoginRequired) as caught:
-        oidc.renew(OPTIONS, previous_entry(), interactive=False)
+        oidc.renew(OPTIONS, previous_entry(), fake_runtime(), interactive=False)
     assert caught.value.exit_code == 5
     assert "no ID token" in str(caught.value) and "run `kubectl iam login`" in str(caught.value)
     assert iam.sent(DEVICE_URL) == []
@@ -691,26 +711,26 @@ def test_refresh_answer_without_id_token_is_a_failed_refresh_when_the_id_token_i
 def test_refresh_is_not_resent_after_a_500_which_may_have_rotated_the_token(iam):
     iam.always(TOKEN_URL, (500, HTML))
     with pytest.raises(CaasError, match="HTTP 500"):
-        oidc.renew(OPTIONS, previous_entry("rt-1"), interactive=False)
+        oidc.renew(OPTIONS, previous_entry("rt-1"), fake_runtime(), interactive=False)
     assert len(iam.sent(TOKEN_URL)) == 1
 
 
 def test_refresh_is_retried_after_a_gateway_error(iam):
     iam.script(TOKEN_URL, (503, HTML), (502, ""), token_answer(refresh_token="rt-2"))
-    entry = oidc.renew(OPTIONS, previous_entry("rt-1"), interactive=False)
+    entry = oidc.renew(OPTIONS, previous_entry("rt-1"), fake_runtime(), interactive=False)
     assert entry["refresh_token"] == "rt-2" and len(iam.sent(TOKEN_URL)) == 3
 
 
 def test_refresh_answer_without_id_token_keeps_the_previous_one_when_the_access_token_is_the_bearer(iam):
     previous = previous_entry()
     iam.script(TOKEN_URL, token_answer(id_token=None, access_token="at-2"))
-    entry = oidc.renew({**OPTIONS, "token": "access"}, previous, interactive=False)
+    entry = oidc.renew({**OPTIONS, "token": "access"}, previous, fake_runtime(), interactive=False)
     assert entry["tokens"]["id"] == previous["tokens"]["id"]
 
 
 def test_refresh_answer_without_id_token_is_fine_when_the_access_token_is_the_bearer(iam):
     iam.script(TOKEN_URL, token_answer(id_token=None, access_token="at-2"))
-    entry = oidc.renew({**OPTIONS, "token": "access"}, previous_entry(), interactive=False)
+    entry = oidc.renew({**OPTIONS, "token": "access"}, previous_entry(), fake_runtime(), interactive=False)
     assert entry["tokens"]["access"]["value"] == "at-2"
     assert entry["claims"]["preferred_username"] == "alice"  # kept from the previous entry
 
@@ -719,7 +739,7 @@ def test_refresh_answer_without_id_token_is_fine_when_the_access_token_is_the_be
 def test_refused_refresh_token_means_login_required_when_not_interactive(iam, code):
     iam.script(TOKEN_URL, oauth_error(code))
     with pytest.raises(LoginRequired) as caught:
-        oidc.renew(OPTIONS, previous_entry(), interactive=False)
+        oidc.renew(OPTIONS, previous_entry(), fake_runtime(), interactive=False)
     assert caught.value.exit_code == 5
     assert code in str(caught.value) and caught.value.hint == "run `kubectl iam login`"
     assert iam.sent(DEVICE_URL) == []
@@ -738,22 +758,21 @@ def test_invalid_grant_in_get_token_prints_one_line_telling_to_run_login(iam, mo
 
 def test_no_refresh_token_means_login_required_without_any_request(iam):
     with pytest.raises(LoginRequired):
-        oidc.renew(OPTIONS, previous_entry(refresh_token=None), interactive=False)
+        oidc.renew(OPTIONS, previous_entry(refresh_token=None), fake_runtime(), interactive=False)
     assert iam.requests == []
 
 
 def test_other_refresh_errors_are_not_turned_into_login_required(iam):
     iam.script(TOKEN_URL, oauth_error("invalid_client", 401))
     with pytest.raises(oidc.OAuthError) as caught:
-        oidc.renew(OPTIONS, previous_entry(), interactive=False)
+        oidc.renew(OPTIONS, previous_entry(), fake_runtime(), interactive=False)
     assert caught.value.error == "invalid_client"
 
 
 def test_invalid_grant_when_interactive_falls_back_to_a_device_login(iam, clock, monkeypatch, capsys):
-    monkeypatch.setattr(oidc.Provider.poll_device_flow, "__defaults__", (clock.sleep, clock))
     iam.script(DEVICE_URL, (200, device_answer()))
     iam.script(TOKEN_URL, oauth_error("invalid_grant"), PENDING, token_answer(refresh_token="rt-new"))
-    entry = oidc.renew(OPTIONS, previous_entry(), interactive=True)
+    entry = oidc.renew(OPTIONS, previous_entry(), fake_runtime(), interactive=True)
     assert entry["refresh_token"] == "rt-new"
     assert "ABCD-EFGH" in capsys.readouterr().err
     assert [s.form.get("audience") for s in iam.requests if s.method == "POST"] == [AUDIENCE] * 4
@@ -787,7 +806,7 @@ def test_an_absurd_expiry_never_reaches_the_cache(iam, monkeypatch, capsys):
     # Before: exp 1e300 was cached, and every later get-token died formatting it (OverflowError).
     path = store_for_get_token(previous_entry(with_discovery=True))
     iam.script(TOKEN_URL, token_answer(id_token=id_token(exp=1e300), refresh_token="rt-2"))
-    assert exec_plugin.get_token("iam", get_token_args()) == 3
+    assert exec_plugin.get_token(IAM, get_token_args(), fake_runtime()) == 3
     assert "absurd" in capsys.readouterr().err
     assert cache.read_entry(path)["tokens"]["id"]["value"] == "old-id-token"
 
@@ -796,7 +815,6 @@ def test_an_absurd_expiry_never_reaches_the_cache(iam, monkeypatch, capsys):
 def test_expiry_is_counted_on_the_local_clock_when_the_clocks_disagree(iam, offset, capsys, monkeypatch):
     # The provider's clock is `offset` from ours; its token lives 600 s by its clock. kubectl judges
     # expiry by ours, so the cache must say "600 s from now", not the provider's exp.
-    monkeypatch.setattr(clock_module, "_said", [])
     iam.date_offset = offset
     server_now = int(time.time() + offset)
     answer = token_answer(id_token=id_token(iat=server_now, exp=server_now + 600),
@@ -804,7 +822,7 @@ def test_expiry_is_counted_on_the_local_clock_when_the_clocks_disagree(iam, offs
     iam.script(TOKEN_URL, answer, answer)
     path = store_for_get_token(previous_entry(with_discovery=True))
     before = time.time()
-    assert exec_plugin.get_token("iam", get_token_args()) == 0
+    assert exec_plugin.get_token(IAM, get_token_args(), fake_runtime()) == 0
     after = time.time()
     entry = cache.read_entry(path)
     assert before - 2 <= entry["tokens"]["id"]["expires_at"] - 600 <= after + 1
@@ -812,17 +830,16 @@ def test_expiry_is_counted_on_the_local_clock_when_the_clocks_disagree(iam, offs
     notice = capsys.readouterr().err
     assert "clock" in notice and ("behind" if offset > 0 else "ahead of") in notice
     # said once: a later renewal (another process) measuring the same difference is silent
-    monkeypatch.setattr(clock_module, "_said", [])
     entry["tokens"]["id"]["expires_at"] = time.time() - 5
     cache.write_entry(path, entry)
-    assert exec_plugin.get_token("iam", get_token_args()) == 0
+    assert exec_plugin.get_token(IAM, get_token_args(), fake_runtime()) == 0
     assert "clock" not in capsys.readouterr().err
 
 
 def test_a_small_clock_difference_is_not_mentioned(iam, capsys):
     iam.date_offset = 30.0
     iam.script(TOKEN_URL, token_answer())
-    oidc.renew(OPTIONS, previous_entry(with_discovery=True), interactive=False)
+    oidc.renew(OPTIONS, previous_entry(with_discovery=True), fake_runtime(), interactive=False)
     assert capsys.readouterr().err == ""
 
 
@@ -834,14 +851,14 @@ def access_jwt(**claims: Any) -> str:
 @pytest.mark.parametrize("exp", [1e300, -5, "soon"])
 def test_access_token_with_unusable_exp_falls_back_to_expires_in(iam, exp):
     iam.script(TOKEN_URL, token_answer(access_token=access_jwt(exp=exp), expires_in=1200))
-    entry = oidc.renew(OPTIONS, previous_entry(with_discovery=True), interactive=False)
+    entry = oidc.renew(OPTIONS, previous_entry(with_discovery=True), fake_runtime(), interactive=False)
     assert abs(entry["tokens"]["access"]["expires_at"] - (time.time() + 1200)) < 5
 
 
 def test_access_token_with_control_characters_is_refused(iam):
     iam.script(TOKEN_URL, token_answer(access_token="at\r\nX-Evil: 1"))
     with pytest.raises(AuthError):
-        oidc.renew(OPTIONS, previous_entry(with_discovery=True), interactive=False)
+        oidc.renew(OPTIONS, previous_entry(with_discovery=True), fake_runtime(), interactive=False)
 
 
 def test_oversized_key_set_is_used_but_not_cached(iam):
@@ -850,7 +867,7 @@ def test_oversized_key_set_is_used_but_not_cached(iam):
     big["keys"] += [{**big["keys"][0], "kid": f"pad-{i}"} for i in range(200)]
     iam.always(JWKS_URL, (200, big))
     iam.script(TOKEN_URL, token_answer())
-    entry = oidc.renew(OPTIONS, previous_entry(), interactive=False)
+    entry = oidc.renew(OPTIONS, previous_entry(), fake_runtime(), interactive=False)
     assert "jwks" not in entry and entry["metadata"]["issuer"] == ISSUER_SLASH
 
 
@@ -874,7 +891,7 @@ def test_unsafe_verification_uri_complete_is_dropped_not_shown(iam, complete, ca
     iam.always(DEVICE_URL, (200, device_answer(verification_uri_complete=complete)))
     device = provider().start_device_flow()
     assert "verification_uri_complete" not in device
-    oidc.announce_on_stderr(device)
+    oidc.announce(device, fake_runtime())
     shown = capsys.readouterr().err
     assert complete not in shown and ISSUER_SLASH + "device" in shown
 
@@ -883,7 +900,7 @@ def test_error_description_with_escape_sequences_reaches_the_terminal_escaped(ia
     store_for_get_token(previous_entry(with_discovery=True))
     evil = "nope\x1b]52;c;Y3VybCB4fHNo\x07\n\x9bkubectl configured correctly\u202e"
     iam.script(TOKEN_URL, (400, {"error": "invalid_request", "error_description": evil}))
-    assert exec_plugin.get_token("iam", get_token_args()) == 1
+    assert exec_plugin.get_token(IAM, get_token_args(), fake_runtime()) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1
     assert not any(ch in err.rstrip("\n") for ch in "\x1b\x07\x9b\u202e\n")

@@ -16,6 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubectl_caas import exec_plugin, http, keystone
+from kubectl_caas.plugins import OPENSTACK
+from kubectl_caas.runtime import Runtime
 from kubectl_caas.errors import EXIT_AUTH, CaasError, NetworkError
 from kubectl_caas.terminal import printable
 
@@ -127,14 +129,15 @@ def test_an_exec_api_version_we_do_not_speak_is_one_clear_usage_error(monkeypatc
     monkeypatch.setenv("KUBECTL_CAAS_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("KUBERNETES_EXEC_INFO", json.dumps(
         {"kind": "ExecCredential", "apiVersion": "client.authentication.k8s.io/v1alpha1", "spec": {}}))
-    assert exec_plugin.get_token("openstack", ["--auth-url", "https://k/v3", "--user", "u", "--project", "p"]) == 2
+    assert exec_plugin.get_token(OPENSTACK, ["--auth-url", "https://k/v3", "--user", "u", "--project", "p"],
+                                 Runtime()) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "v1alpha1" in err and "Traceback" not in err
 
 
 def test_deeply_nested_exec_info_is_not_a_crash(monkeypatch):
-    monkeypatch.setenv("KUBERNETES_EXEC_INFO", '{"a":' * 100000 + "1" + "}" * 100000)
-    assert exec_plugin.exec_info() == (exec_plugin.DEFAULT_EXEC_API_VERSION, None)
+    environ = {"KUBERNETES_EXEC_INFO": '{"a":' * 100000 + "1" + "}" * 100000}
+    assert exec_plugin.exec_info(environ) == (exec_plugin.DEFAULT_EXEC_API_VERSION, None)
 
 
 @pytest.mark.parametrize("expires_at", [1e300, float("inf"), float("nan"), -1, 0, "1e400", 2.6e11])
@@ -157,7 +160,7 @@ def fake_access(**overrides):
 
 
 def checked(access, **identity):
-    ks = keystone.Keystone(keystone.Identity(auth_url="https://k:5000", **identity))
+    ks = keystone.Keystone(keystone.Identity(auth_url="https://k:5000", **identity), Runtime())
     return ks._checked(access, "the login", time.time(), None, True)
 
 

@@ -1,0 +1,173 @@
+"""The kubeconfig side of a login, shared by both plugins: the exec user stanza that makes kubectl
+run our get-token (and which file it runs), the cluster's name and CA data, the namespace, the
+plugin's contexts already in the kubeconfig, and whether one of them is ours to overwrite.
+kubeconfig.py does the reading and writing; this module knows what our stanzas look like.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from kubectl_caas import identity, kubeconfig
+from kubectl_caas.errors import CaasError, UsageError
+from kubectl_caas.plugins import Plugin
+
+# A namespace name is an RFC 1123 label: what kubectl and the API server accept.
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster
+
+
+def require_https_server(server: Optional[str], hint: Optional[str]) -> str:
+    if not server:
+        raise UsageError("the CaaS API server URL is not set",
+                         hint or "pass --server URL, set CAAS_SERVER, or set `server:` in the config file")
+    if not re.match(r"^https://[^/\s]+", server):
+        raise UsageError(f"the API server URL {server!r} must start with https://")
+    return server.rstrip("/")
+
+
+def cluster_name_for(server: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server)
+    host = parts.hostname or server
+    if parts.port and parts.port != 443:
+        host = f"{host}-{parts.port}"
+    return "caas-" + re.sub(r"[^A-Za-z0-9.-]+", "-", host)
+
+
+def read_ca_data(path: Optional[str]) -> Optional[str]:
+    """The CA bundle for the API server, base64-encoded for certificate-authority-data. `path` may
+    also be the PEM text itself (a site build carries it so)."""
+    if not path:
+        return None
+    import base64
+
+    if path.lstrip().startswith(PEM_CERTIFICATE):
+        return base64.b64encode(path.encode()).decode()
+    try:
+        with open(os.path.expanduser(path), "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read the API server CA {path}: {exc.strerror}",
+                         "check the --certificate-authority path") from None
+    if PEM_CERTIFICATE.encode() not in data:
+        raise UsageError(f"{path} is not a PEM certificate bundle", "pass the API server's CA in PEM form")
+    return base64.b64encode(data).decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Namespaces
+
+
+def check_namespace(namespace: Optional[str]) -> Optional[str]:
+    if namespace and not _NAMESPACE.match(namespace):
+        raise UsageError(f"{namespace!r} is not a valid Kubernetes namespace",
+                         "use at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit")
+    return namespace
+
+
+def derived_namespace(name: str, what: str, notice: Callable[[str], None]) -> Optional[str]:
+    """`name` in lower case when that is a valid namespace; otherwise None, and say how to pick one."""
+    namespace = name.lower()
+    if _NAMESPACE.match(namespace):
+        return namespace
+    notice(f"kubectl-caas: {what} does not make a valid Kubernetes namespace, so the context names none; "
+           "pass --namespace NAME (your administrators know which) to set one")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The user stanza
+
+
+def plugin_command(command: str) -> str:
+    """The absolute path kubectl should run for get-token.
+
+    Prefer the script we are running as; but when that is a shell shim (pyenv's add 70-120 ms to
+    every kubectl command), use the real console script beside the running interpreter.
+    """
+    candidates = []
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if argv0 and os.path.basename(argv0).startswith(command):
+        candidates.append(os.path.abspath(argv0) if os.sep in argv0 else _which(argv0))
+    candidates.append(os.path.join(os.path.dirname(sys.executable), command))
+    for path in candidates:
+        if path and os.path.isfile(path) and os.access(path, os.X_OK) and not _is_shim(path):
+            return path
+    for path in candidates:
+        if path and os.path.isfile(path):
+            return path
+    return command
+
+
+def _which(command: str) -> Optional[str]:
+    import shutil
+
+    return shutil.which(command)
+
+
+def _is_shim(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return False
+    first = head.split(b"\n", 1)[0]
+    return first.startswith(b"#!") and b"python" not in first and (b"pyenv" in head or b"asdf" in head
+                                                                    or b"exec " in head)
+
+
+def exec_user(plugin: Plugin, args: List[str]) -> Dict[str, Any]:
+    """The kubeconfig user stanza that runs this plugin's get-token with `args`."""
+    return kubeconfig.exec_user_body(plugin_command(plugin.command), args,
+                                     f"{plugin.command} is part of kubectl-caas: pipx install kubectl-caas")
+
+
+# ---------------------------------------------------------------------------------------------
+# The plugin's contexts
+
+
+def exec_values(plugin: Plugin, args: List[str]) -> Dict[str, str]:
+    """get-token's values from a kubeconfig user's exec args."""
+    return identity.from_args(plugin.options, args, plugin.command)
+
+
+def plugin_contexts(plugin: Plugin, context: Optional[str], all_: bool, kubeconfig_path: Optional[str]
+                    ) -> Tuple[kubeconfig.Merged, List[Tuple[str, Dict[str, Any], List[str]]]]:
+    """The contexts a logout or status is about: one by name, the current one, or all of the plugin's."""
+    merged = kubeconfig.load(kubeconfig.resolve_paths(kubeconfig_path))
+    ours = kubeconfig.contexts_of_plugin(merged, plugin.command)
+    if all_:
+        return merged, ours
+    wanted = context or merged.current_context
+    if not wanted:
+        raise UsageError("no current context", "pass --context NAME or --all")
+    chosen = [c for c in ours if c[0] == wanted]
+    if not chosen:
+        raise UsageError(f"context {wanted!r} does not use {plugin.command}",
+                         f"contexts that do: {', '.join(c[0] for c in ours) or 'none'}")
+    return merged, chosen
+
+
+def same_person(plugin: Plugin, values: Dict[str, Any]) -> Callable[[Dict[str, Any]], bool]:
+    """A predicate: is this kubeconfig user stanza ours, for the same user (the table's `person`
+    options) as `values`?"""
+
+    def check(body: Dict[str, Any]) -> bool:
+        args = kubeconfig.exec_args(body)
+        command = kubeconfig.exec_command(body)
+        if args is None or not command or os.path.basename(str(command)) != plugin.command:
+            return False
+        try:
+            theirs = exec_values(plugin, args)
+        except CaasError:
+            return False
+        return identity.same_person(plugin.options, values, theirs)
+    return check
