@@ -563,10 +563,15 @@ def _cloud_secrets(identity: Identity, runtime: Runtime) -> Dict[str, Any]:
     from kubectl_caas.clouds import load_cloud
 
     try:
-        return load_cloud(identity.os_cloud)
+        cloud = load_cloud(identity.os_cloud)
     except CaasError as exc:
         runtime.notice(f"kubectl-openstack: ignoring clouds.yaml: {exc}")
         return {}
+    # The entry's own auth type says which of its secrets logs in (openstacksdk makes it `password`
+    # when the file names none), as the openstack command reads it.
+    unused = ("password",) if cloud.get("auth_type") == "v3applicationcredential" else (
+        "application_credential_id", "application_credential_name", "application_credential_secret")
+    return {k: v for k, v in cloud.items() if k not in unused}
 
 
 def prompt_password(identity: Identity, runtime: Runtime) -> str:

@@ -223,7 +223,9 @@ class Settings:
         if option is not None and option.pair and (self.flags.get(key) or self.flags.get(option.pair)):
             return self.flags.get(key) or default
         candidates = [self.flags.get(key), *(self.environ.get(name) for name in self.environment_names(key)),
-                      self.cloud.get(key), self.config.get(key), self.profile.get(key)]
+                      self.cloud.get(key)]
+        if option is None or not option.secret:  # a secret never comes from a config file or a profile
+            candidates += [self.config.get(key), self.profile.get(key)]
         return next((value for value in candidates if value not in (None, "")), default)
 
     def hint(self, key: str) -> Optional[str]:

@@ -60,6 +60,26 @@ def auth_type(settings: Settings) -> Optional[str]:
     return AUTH_TYPES[asked]
 
 
+def uses_application_credential(settings: Settings, password_stdin: bool) -> bool:
+    """Does this login use an application credential rather than a password?
+
+    --application-credential-id always does. Otherwise the auth type decides (OS_AUTH_TYPE, or the
+    clouds.yaml entry's); without one, an application credential from the environment gives way to
+    an explicit user or password on the command line.
+    """
+    flags = settings.flags
+    named = settings.get("application_credential_id") or settings.get("application_credential_name")
+    kind = auth_type(settings)
+    use = bool(flags.get("application_credential_id")) or kind == "application_credential" or \
+        kind is None and bool(named) and not (flags.get("password") or password_stdin or flags.get("user")
+                                              or flags.get("user_id"))
+    if use and not named:
+        raise UsageError("the auth type is v3applicationcredential but no application credential is named",
+                         "set OS_APPLICATION_CREDENTIAL_ID (or _NAME with OS_USERNAME), or pass "
+                         "--application-credential-id")
+    return use
+
+
 def identity_from(settings: Settings):
     from kubectl_caas.keystone import Identity
 
@@ -77,6 +97,8 @@ def password_for(settings: Settings, identity, rt: Runtime, password_stdin: bool
         return settings.flags["password"]
     if settings.get("password"):
         return settings.get("password")
+    if not (identity.user or identity.user_id):
+        raise UsageError("no user name", unchosen_cloud_hint(settings, "pass --user or set OS_USERNAME"))
     password = rt.ask_secret(f"Keystone password for {identity.who} ({identity.auth_url}): ")
     if password is None:
         raise UsageError("no password and no terminal to ask for one",
@@ -92,21 +114,9 @@ def login(settings: Settings, identity, target: LoginTarget, password_stdin: boo
     from kubectl_caas.keystone import Keystone
 
     rt = target.runtime
-    flags = settings.flags
     credential_id = settings.get("application_credential_id")
     credential_name = settings.get("application_credential_name")
-    kind = auth_type(settings)
-    # Without an auth type: an application credential from the environment or clouds.yaml gives way
-    # to an explicit user or password on the command line; one given with --application-credential-id
-    # does not.
-    use_credential = kind == "application_credential" or kind is None and (
-        bool(flags.get("application_credential_id")) or
-        bool(credential_id or credential_name) and not (flags.get("password") or password_stdin or flags.get("user")
-                                                        or flags.get("user_id")))
-    if use_credential and not (credential_id or credential_name):
-        raise UsageError("the auth type is v3applicationcredential but no application credential is named",
-                         "set OS_APPLICATION_CREDENTIAL_ID (or _NAME with OS_USERNAME), or pass "
-                         "--application-credential-id")
+    use_credential = uses_application_credential(settings, password_stdin)
     if all_projects and (target.context or target.namespace):
         raise UsageError("--all-projects makes one context per project: it cannot take --context or --namespace")
     same_user = contexts.same_person(PLUGIN, identity.values())
@@ -166,6 +176,10 @@ def _remember(keystone, access, remember: float) -> Optional[Dict[str, Any]]:
 def _finish_password_login(keystone, identity, access, target: LoginTarget, remember: float) -> str:
     from kubectl_caas.keystone import entry_from_access
 
+    if identity.project_id and access.project_name and identity.project != access.project_name:
+        # Scoped by id, as keystoneauth1 does; a project name left over in the environment must not be
+        # what the kubeconfig (and `status`) then call this context's project.
+        identity = replace(identity, project=access.project_name)
     credential = _remember(keystone, access, remember)
     entry = entry_from_access(identity, access, "password", credential, remember)
     try:

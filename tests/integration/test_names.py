@@ -106,3 +106,20 @@ def test_suggested_commands_quote_the_context_name(keystone, site, workspace, al
     assert shlex.split(command) == ["kubectl", "--context", name, "get", "pods"]
     pods = workspace.kubectl(*shlex.split(command)[1:])
     assert pods.returncode == 0, pods.stderr
+
+
+def test_a_login_scoped_by_id_records_the_projects_real_name(keystone, site, workspace, alice, projects):
+    # Horizon's clouds.yaml names the project by id too; a project name left in the environment by an
+    # earlier RC file loses (keystoneauth scopes by id), and must not become the context's project.
+    config = workspace.home / ".config" / "openstack"
+    config.mkdir(parents=True)
+    (config / "clouds.yaml").write_text(json.dumps({"clouds": {"openstack": {"auth": {
+        "auth_url": keystone.url, "username": alice["name"], "project_id": projects["CMS"], "project_name": "CMS",
+        "user_domain_name": "Default"}, "identity_api_version": 3, "cacert": str(keystone.ca_cert)}}}))
+    result = workspace.run("kubectl-openstack", "login", "--os-cloud", "openstack", "--password-stdin",
+                           input=PASSWORD, env={"OS_PROJECT_NAME": "ATLAS"})
+    assert result.returncode == 0, result.stderr
+    (args, namespace), = contexts(workspace).values()
+    assert project_of(args)[0] == "CMS" and namespace == "cms"
+    status = workspace.run("kubectl-openstack", "status", env={"OS_PROJECT_NAME": "ATLAS"})
+    assert "project CMS" in status.stdout and "ATLAS" not in status.stdout

@@ -156,3 +156,48 @@ def test_with_several_clouds_and_none_chosen_the_hint_names_them(clouds):
     with pytest.raises(UsageError) as caught:
         _identity(settings(os_cloud=None))
     assert "atlas, cms" in str(caught.value) and "--os-cloud" in str(caught.value)
+
+
+def test_an_application_credential_flag_wins_over_the_entrys_default_auth_type(clouds):
+    # openstacksdk gives every entry auth_type `password` when the file names none
+    clouds({"openstack": HORIZON_CLOUD})
+    assert flows.auth_type(settings()) == "password"
+    assert flows.uses_application_credential(settings(application_credential_id="ac-1"), password_stdin=False)
+    assert not flows.uses_application_credential(settings(), password_stdin=False)
+
+
+def test_without_a_user_name_nobody_is_asked_for_a_password(clouds):
+    clouds({"openstack": {"auth": {"auth_url": "https://k/v3", "project_name": "CMS"}}})
+    found = settings()
+
+    def ask(prompt):
+        raise AssertionError(f"asked {prompt!r}")
+    with pytest.raises(UsageError) as caught:
+        flows.password_for(found, _identity(found), Runtime(ask_secret=ask), password_stdin=False)
+    assert "no user name" in str(caught.value)
+
+
+def test_secrets_never_come_from_our_config_file(clouds, tmp_path, monkeypatch):
+    clouds({"openstack": HORIZON_CLOUD})
+    config = tmp_path / "kubectl-caas.yaml"
+    config.write_text("openstack:\n  password: from-config\n  server: https://caas.example.org:6443\n")
+    monkeypatch.setenv("KUBECTL_CAAS_CONFIG", str(config))
+    found = settings()
+    assert found.get("password") is None and found.get("server") == "https://caas.example.org:6443"
+
+
+@pytest.mark.parametrize("auth_type, kept, dropped", [
+    (None, "password", "application_credential_secret"),
+    ("v3applicationcredential", "application_credential_secret", "password"),
+])
+def test_renewal_takes_only_the_secret_of_the_entrys_auth_type(clouds, auth_type, kept, dropped):
+    from kubectl_caas import keystone
+
+    entry = {"auth": {"auth_url": "https://k/v3", "username": "alice", "password": "pw",
+                      "application_credential_id": "other-project", "application_credential_secret": "s"}}
+    if auth_type:
+        entry["auth_type"] = auth_type
+    clouds({"openstack": entry})
+    identity = keystone.Identity(auth_url="https://k/v3", user="alice", os_cloud="openstack")
+    secrets = keystone._cloud_secrets(identity, Runtime())
+    assert kept in secrets and dropped not in secrets
