@@ -248,7 +248,7 @@ def provider(audience: Optional[str] = AUDIENCE, issuer: str = ISSUER, **kwargs:
 
 
 def poll(iam: FakeIAM, clock: FakeClock, device: Optional[Dict[str, Any]] = None, **kwargs: Any):
-    return provider(**kwargs).poll_device_flow(device or device_answer())
+    return oidc.poll_device_flow(provider(**kwargs), device or device_answer())
 
 
 def poll_times(iam: FakeIAM) -> List[float]:
@@ -412,8 +412,8 @@ def test_audience_is_sent_on_the_device_request_every_poll_and_every_refresh(iam
     iam.script(TOKEN_URL, PENDING, SLOW_DOWN, PENDING, token_answer(refresh_token="rt-1"),
                token_answer(refresh_token="rt-2"), token_answer(refresh_token="rt-3"))
     p = provider(audience=AUDIENCE)
-    device = p.start_device_flow()
-    p.poll_device_flow(device)
+    device = oidc.start_device_flow(p)
+    oidc.poll_device_flow(p, device)
     p.refresh("rt-1")
     p.refresh("rt-2")
 
@@ -443,7 +443,7 @@ def test_no_audience_parameter_when_none_is_configured(iam, clock):
     iam.script(DEVICE_URL, (200, device_answer()))
     iam.script(TOKEN_URL, PENDING, token_answer(), token_answer())
     p = provider(audience=None)
-    p.poll_device_flow(p.start_device_flow())
+    oidc.poll_device_flow(p, oidc.start_device_flow(p))
     p.refresh("rt-1")
     assert all("audience" not in s.form for s in iam.requests)
 
@@ -465,9 +465,9 @@ def test_trailing_slash_difference_between_configured_and_discovered_issuer_is_a
 
 def test_id_token_iss_must_equal_the_discovery_issuer_exactly_with_its_slash(iam):
     p = provider(issuer=ISSUER)  # configured without the slash; IAM announces it with one
-    assert p.verify_id_token(id_token(iss=ISSUER_SLASH))["sub"] == "alice-sub"
+    assert oidc.verify_id_token(p, id_token(iss=ISSUER_SLASH))["sub"] == "alice-sub"
     with pytest.raises(AuthError) as caught:
-        p.verify_id_token(id_token(iss=ISSUER))  # what was configured, but not what IAM writes
+        oidc.verify_id_token(p, id_token(iss=ISSUER))  # what was configured, but not what IAM writes
     assert caught.value.exit_code == 3
 
 
@@ -480,7 +480,7 @@ def test_discovery_naming_a_different_issuer_is_refused(iam, announced):
         del iam.metadata["issuer"]
     p = provider()
     with pytest.raises(CaasError) as caught:
-        p.start_device_flow()
+        oidc.start_device_flow(p)
     assert "check --issuer" in str(caught.value)
     assert iam.sent(DEVICE_URL) == [], "used the endpoints of a discovery document naming another issuer"
     assert p.metadata is None
@@ -514,7 +514,7 @@ def test_plain_http_issuer_is_allowed_on_loopback(issuer):
 def test_plain_http_endpoint_announced_by_an_https_issuer_is_refused(iam):
     iam.metadata["device_authorization_endpoint"] = "http://iam.example.org/devicecode"
     with pytest.raises(CaasError) as caught:
-        provider().start_device_flow()
+        oidc.start_device_flow(provider())
     assert "is not an https:// URL" in str(caught.value)
     assert [s.url for s in iam.requests] == [DISCOVERY_URL]
 
@@ -527,9 +527,9 @@ HTML = "<html><body><h1>403 Forbidden</h1>\n<p>nginx</p></body></html>"
 
 def _call(p: oidc.Provider, which: str, clock: FakeClock) -> Any:
     if which == "device request":
-        return p.start_device_flow()
+        return oidc.start_device_flow(p)
     if which == "poll":
-        return p.poll_device_flow(device_answer())
+        return oidc.poll_device_flow(p, device_answer())
     return p.refresh("rt-1")
 
 
@@ -588,20 +588,20 @@ def _padded(size: int) -> Dict[str, Any]:
 def test_oversized_body_is_refused_with_one_clear_error(iam):
     iam.always(DEVICE_URL, (200, _padded(http.MAX_ANSWER_BYTES + 1)))
     with pytest.raises(CaasError) as caught:
-        provider().start_device_flow()
+        oidc.start_device_flow(provider())
     assert "oversized" in str(caught.value) and "HTTP 200" in str(caught.value)
 
 
 def test_body_at_the_size_limit_is_still_read(iam):
     iam.always(DEVICE_URL, (200, _padded(http.MAX_ANSWER_BYTES)))
-    assert provider().start_device_flow()["device_code"] == "dc-1"
+    assert oidc.start_device_flow(provider())["device_code"] == "dc-1"
 
 
 def test_oversized_body_is_not_downloaded_beyond_the_limit(iam):
     body = EndlessBody(32 * http.MAX_ANSWER_BYTES)
     iam.always(DEVICE_URL, (200, body))
     with pytest.raises(CaasError):
-        provider().start_device_flow()
+        oidc.start_device_flow(provider())
     assert body.read_bytes <= 2 * http.MAX_ANSWER_BYTES
 
 
@@ -611,12 +611,12 @@ def test_oversized_body_is_not_downloaded_beyond_the_limit(iam):
 
 def test_well_formed_id_token_is_accepted(iam):
     # The control for the refusals below: only the one thing each of them changes is wrong.
-    claims = provider().verify_id_token(id_token())
+    claims = oidc.verify_id_token(provider(), id_token())
     assert claims["sub"] == "alice-sub" and claims["iss"] == ISSUER_SLASH
 
 
 def test_id_token_with_audience_list_containing_the_client_is_accepted(iam):
-    assert provider().verify_id_token(id_token(aud=[AUDIENCE, CLIENT_ID]))["sub"] == "alice-sub"
+    assert oidc.verify_id_token(provider(), id_token(aud=[AUDIENCE, CLIENT_ID]))["sub"] == "alice-sub"
 
 
 @pytest.mark.parametrize("token", [
@@ -630,7 +630,7 @@ def test_id_token_with_audience_list_containing_the_client_is_accepted(iam):
 ])
 def test_bad_id_token_is_refused_with_auth_error(iam, token):
     with pytest.raises(AuthError) as caught:
-        provider().verify_id_token(token())
+        oidc.verify_id_token(provider(), token())
     assert caught.value.exit_code == 3
 
 
@@ -640,13 +640,13 @@ def test_id_token_with_alg_none_is_refused(iam):
     good = jwt.decode(id_token(), SIGNING_KEY).claims
     unsigned = b64({"alg": "none", "kid": "k1"}) + "." + b64(good) + "."
     with pytest.raises(AuthError):
-        provider().verify_id_token(unsigned)
+        oidc.verify_id_token(provider(), unsigned)
 
 
 def test_unknown_kid_refetches_the_jwks_once_and_accepts_the_rotated_key(iam):
     p = oidc.Provider(oidc.Client(issuer=ISSUER, client_id=CLIENT_ID), fake_runtime(), jwks=jwks(SIGNING_KEY))  # cached, old
     iam.keys = [SIGNING_KEY, ROTATED_KEY]
-    assert p.verify_id_token(id_token(key=ROTATED_KEY))["sub"] == "alice-sub"
+    assert oidc.verify_id_token(p, id_token(key=ROTATED_KEY))["sub"] == "alice-sub"
     assert len(iam.sent(JWKS_URL)) == 1
     assert p.jwks == jwks(SIGNING_KEY, ROTATED_KEY)  # the new set is kept for the cache entry
 
@@ -654,15 +654,15 @@ def test_unknown_kid_refetches_the_jwks_once_and_accepts_the_rotated_key(iam):
 def test_unknown_kid_after_the_refetch_is_refused_without_fetching_again(iam):
     p = oidc.Provider(oidc.Client(issuer=ISSUER, client_id=CLIENT_ID), fake_runtime(), jwks=jwks(SIGNING_KEY))
     with pytest.raises(AuthError):
-        p.verify_id_token(id_token(key=ROTATED_KEY))  # the provider does not publish k2 either
+        oidc.verify_id_token(p, id_token(key=ROTATED_KEY))  # the provider does not publish k2 either
     assert len(iam.sent(JWKS_URL)) == 1
 
 
 def test_known_kid_does_not_refetch_the_cached_jwks(iam):
     p = oidc.Provider(oidc.Client(issuer=ISSUER, client_id=CLIENT_ID), fake_runtime(), jwks=jwks(SIGNING_KEY))
-    p.verify_id_token(id_token())
+    oidc.verify_id_token(p, id_token())
     with pytest.raises(AuthError):
-        p.verify_id_token(id_token(key=IMPOSTOR_KEY))  # bad signature is not a reason to refetch
+        oidc.verify_id_token(p, id_token(key=IMPOSTOR_KEY))  # bad signature is not a reason to refetch
     assert iam.sent(JWKS_URL) == []
 
 
@@ -793,12 +793,12 @@ def test_invalid_grant_when_interactive_falls_back_to_a_device_login(iam, clock,
 ])
 def test_id_token_with_hostile_claims_is_refused(iam, overrides, needle):
     with pytest.raises(AuthError) as caught:
-        provider().verify_id_token(id_token(**overrides))
+        oidc.verify_id_token(provider(), id_token(**overrides))
     assert needle in str(caught.value)
 
 
 def test_id_token_with_azp_of_this_client_and_a_small_clock_step_is_accepted(iam):
-    claims = provider().verify_id_token(id_token(azp=CLIENT_ID, nbf=int(time.time()) + 20, iat=int(time.time()) + 20))
+    claims = oidc.verify_id_token(provider(), id_token(azp=CLIENT_ID, nbf=int(time.time()) + 20, iat=int(time.time()) + 20))
     assert claims["azp"] == CLIENT_ID
 
 
@@ -881,7 +881,7 @@ def test_oversized_key_set_is_used_but_not_cached(iam):
 def test_device_answer_a_person_could_be_misled_by_is_refused(iam, field, value):
     iam.always(DEVICE_URL, (200, device_answer(**{field: value})))
     with pytest.raises(CaasError) as caught:
-        provider().start_device_flow()
+        oidc.start_device_flow(provider())
     assert field.replace("_", " ").split()[0] in str(caught.value) or "code" in str(caught.value)
 
 
@@ -889,7 +889,7 @@ def test_device_answer_a_person_could_be_misled_by_is_refused(iam, field, value)
                                       "https://iam.example.org/device?code=\x1b[2J"])
 def test_unsafe_verification_uri_complete_is_dropped_not_shown(iam, complete, capsys):
     iam.always(DEVICE_URL, (200, device_answer(verification_uri_complete=complete)))
-    device = provider().start_device_flow()
+    device = oidc.start_device_flow(provider())
     assert "verification_uri_complete" not in device
     oidc.announce(device, fake_runtime())
     shown = capsys.readouterr().err
