@@ -102,6 +102,9 @@ def run(*args: str) -> None:
 def install_dependencies(target: Path, wheelhouse: Path) -> None:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     platform_args = [arg for p in PLATFORMS for arg in ("--platform", p)]
+    # setuptools builds our package in ./build and reuses what it finds there: a module that has
+    # since been removed or moved would ship in the payload beside its replacement.
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     run(*pip, "install", "--target", str(target), "--only-binary=:all:", "--implementation", "cp",
         "--python-version", BASE_PYTHON, *platform_args, str(ROOT))
     for version in CFFI_EXTRA_PYTHONS:
