@@ -1,6 +1,8 @@
-"""Token cache: one JSON file per identity, written atomically with mode 0600, and a lock per entry.
+"""Token cache: one JSON file per identity, written atomically with mode 0600.
 
-Standard library only: get-token reads the cache on every kubectl command.
+Standard library only: get-token reads the cache on every kubectl command. The lock each entry
+has (locks.py) opens its file through this module's checked directory, but lives apart: a cache
+hit reads without locking, so it never loads that module.
 
 Layout: ``<cache dir>/<plugin>-<readable part>-<hash>.json`` with a sibling ``.lock`` file. The
 readable part helps a person find an entry; the hash of the full key keeps names unique. Neither
@@ -20,18 +22,12 @@ import json
 import os
 import re
 import sys
-import time
 
 from kubectl_caas.errors import CaasError
 
 TYPE_CHECKING = False  # importing typing costs ~3 ms on every kubectl command
 if TYPE_CHECKING:
     from typing import Any, Dict, Mapping, Optional, Tuple
-
-# How long a get-token waits for another process that is renewing the same entry. A device-code
-# login by another process can legitimately take minutes; the lock is released by the kernel when
-# its holder dies, so a crashed process never blocks us.
-DEFAULT_LOCK_TIMEOUT = 900.0
 
 # One size limit for writing and reading, so whatever is written can be read back (an entry that
 # could not be read would look logged out while its refresh token stayed on disk).
@@ -64,7 +60,7 @@ def cache_dir() -> str:
 
 def ensure_private_dir(path: str) -> str:
     """Create the cache directory 0700, or tighten one of ours that others can use; refuse any other."""
-    os.close(_open_dir_for_writing(path))
+    os.close(open_dir_for_writing(path))
     return path
 
 
@@ -130,9 +126,9 @@ def _open_dir(path: str, uid: int) -> Tuple[int, int]:
     return fd, st.st_mode
 
 
-def _open_dir_for_writing(path: str) -> int:
-    """The cache directory's descriptor for a write or a lock: created 0700 if missing, tightened to
-    0700 if it is ours and others can use it, and refused with one line otherwise."""
+def open_dir_for_writing(path: str) -> int:
+    """The cache directory's descriptor for a write or a lock (locks.py): created 0700 if missing,
+    tightened to 0700 if it is ours and others can use it, and refused with one line otherwise."""
     uid = os.getuid()
     failure: Optional[OSError] = None
     try:
@@ -154,7 +150,8 @@ def _open_dir_for_writing(path: str) -> int:
     return fd
 
 
-def _split(path: str) -> Tuple[str, str]:
+def split_path(path: str) -> Tuple[str, str]:
+    """(directory, name) of a file of the cache; a bare name is in the working directory."""
     directory, name = os.path.split(path)
     return directory or ".", name
 
@@ -182,7 +179,7 @@ def inspect_entry(path: str) -> Tuple[str, Optional[Dict[str, Any]], Optional[st
 
 
 def _load(path: str, report: bool) -> Tuple[str, Optional[Dict[str, Any]], Optional[str]]:
-    directory, name = _split(path)
+    directory, name = split_path(path)
     uid = os.getuid()
     try:
         dfd, dir_mode = _open_dir(directory, uid)
@@ -265,7 +262,7 @@ def overwrite_entry_in_place(path: str, data: Mapping[str, Any]) -> bool:
     only for keeping what would otherwise be lost (a refresh token the provider just rotated); a
     crash mid-write leaves an unreadable entry, which is a miss. False when it cannot be done."""
     payload = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-    directory, name = _split(path)
+    directory, name = split_path(path)
     try:
         dfd, _mode = _open_dir(directory, os.getuid())
     except (FileNotFoundError, _Untrusted):
@@ -295,8 +292,8 @@ def overwrite_entry_in_place(path: str, data: Mapping[str, Any]) -> bool:
 
 def write_cache_file(path: str, payload: bytes) -> None:
     """Write any file of the cache atomically, through the trusted cache directory."""
-    directory, name = _split(path)
-    dfd = _open_dir_for_writing(directory)
+    directory, name = split_path(path)
+    dfd = open_dir_for_writing(directory)
     try:
         _replace_atomically(dfd, name, payload, directory)
     except OSError as exc:  # a full disk or quota, say: the old entry is still there, unchanged
@@ -377,7 +374,7 @@ def _remove_orphaned_temp_files(dfd: int, name: str) -> None:
 
 def delete_entry(path: str) -> bool:
     """Remove the entry, whatever it holds; True if there was one. Never works through a refused directory."""
-    directory, name = _split(path)
+    directory, name = split_path(path)
     try:
         dfd, _mode = _open_dir(directory, os.getuid())
     except FileNotFoundError:
@@ -393,74 +390,3 @@ def delete_entry(path: str) -> bool:
         raise CaasError(f"cannot remove the cache entry {path}: {exc.strerror}") from None
     finally:
         os.close(dfd)
-
-
-# ---------------------------------------------------------------------------------------------
-# Locks
-
-
-def flock_within(fd: int, timeout: float) -> bool:
-    """Take an exclusive flock() on `fd`, waiting at most `timeout` seconds; False if it stayed taken.
-
-    Every lock in kubectl-caas goes through here, so none can block for ever: a holder that is
-    stuck (or another user's process holding a shared file) ends in a clear line instead.
-    """
-    import fcntl
-
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(delay)  # waiting for another process, not for timing
-            delay = min(delay * 2, 0.1)
-
-
-class EntryLock:
-    """An exclusive lock on one cache entry, held while it is renewed.
-
-    flock() on a sibling ``.lock`` file: the kernel drops it when the holder exits or is killed,
-    so a stale lock never blocks. Different entries have different lock files and never wait for
-    each other. The lock file must be ours: another user able to open it could hold it for ever.
-    """
-
-    def __init__(self, entry: str, timeout: float = DEFAULT_LOCK_TIMEOUT):
-        self.path = entry + ".lock"
-        self.timeout = timeout
-        self._fd: Optional[int] = None
-
-    def __enter__(self) -> "EntryLock":
-        directory, name = _split(self.path)
-        dfd = _open_dir_for_writing(directory)
-        try:
-            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
-        except OSError as exc:
-            reason = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
-            raise CaasError(f"cannot open the cache lock {self.path}: {reason}",
-                            "remove it (it holds no data), or " + OWN_DIRECTORY_HINT) from None
-        finally:
-            os.close(dfd)
-        st, uid = os.fstat(fd), os.getuid()
-        if st.st_mode & _S_IFMT != _S_IFREG or st.st_uid != uid:
-            os.close(fd)
-            what = "is not a regular file" if st.st_mode & _S_IFMT != _S_IFREG else \
-                f"belongs to uid {st.st_uid}, not to you (uid {uid})"
-            raise CaasError(f"the cache lock {self.path} {what}", "remove it (it holds no data), or " + OWN_DIRECTORY_HINT)
-        if st.st_mode & 0o077:
-            os.fchmod(fd, 0o600)  # so that no one else can open it and sit on our lock
-        if not flock_within(fd, self.timeout):
-            os.close(fd)
-            raise CaasError(f"another process has held the cache lock {self.path} for over {self.timeout:g} s "
-                            "(probably another kubectl-caas renewing the same entry)",
-                            "let it finish or end it, then retry")
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None

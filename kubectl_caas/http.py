@@ -1,5 +1,5 @@
 """HTTP plumbing shared by the backends: sessions, time and size bounds, CA handling, redirects,
---debug logging with secrets redacted, and turning network failures into one clear line.
+and turning network failures into one clear line (--debug's redacted log is http_log.py).
 
 Every session either backend uses comes from `prepare`, which installs one response hook. The
 hook runs before requests reads the body (and before keystoneauth1 or requests would follow a
@@ -9,7 +9,7 @@ redirect), so it is the one place that:
 - refuses every redirect: keystoneauth1 and requests would repeat the request, body and
   headers included, at the new address, so a password, application-credential secret, refresh
   token or device code would follow a 307 to any host (plain http included);
-- prints the exchange for --debug, secrets redacted and control characters escaped.
+- prints the exchange for --debug (http_log.py), secrets redacted and control characters escaped.
 
 Time is bounded by `Deadline`: one budget for a whole operation, retries included, enforced
 with an interval timer, so a server that trickles its answer a byte at a time (which never trips
@@ -24,11 +24,12 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar, Union
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
+from typing import Any, Callable, List, Optional, TypeVar, Union
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from kubectl_caas import http_log
 from kubectl_caas.errors import CaasError, NetworkError, UsageError
 from kubectl_caas.terminal import printable
 
@@ -222,7 +223,7 @@ def prepare(session: requests.Session, service: str = "the server", base_url: st
     def on_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
         body = _read_bounded(response, MAX_ANSWER_BYTES)
         if debug:
-            _log_exchange(response, body)
+            http_log.log_exchange(response, body[:MAX_ANSWER_BYTES])
         if len(body) > MAX_ANSWER_BYTES:
             raise AnswerTooLarge(f"{service} answered HTTP {response.status_code} with an oversized body "
                                  f"(more than {MAX_ANSWER_BYTES >> 20} MiB)",
@@ -285,72 +286,6 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# --debug
-
-
-SECRET_HEADERS = {"authorization", "x-auth-token", "x-subject-token", "cookie", "set-cookie",
-                  "openstack-auth-receipt"}
-# Keys whose values are secrets wherever they appear in a JSON or form body.
-SECRET_KEYS = re.compile(r"(password|secret|token|device_code|code_verifier|passcode|assertion)$", re.I)
-REDACTED = "<redacted>"
-
-
-def redact_headers(headers: Mapping[str, str]) -> Dict[str, str]:
-    return {k: (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
-
-
-def redact_value(value: Any) -> Any:
-    if isinstance(value, dict):
-        # Only scalar values are hidden: a nested mapping under "password" still shows the user.
-        return {k: (REDACTED if isinstance(k, str) and SECRET_KEYS.search(k) and v not in (None, "")
-                    and not isinstance(v, (dict, list)) else redact_value(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact_value(v) for v in value]
-    return value
-
-
-def redact_body(body: Union[bytes, str, None], content_type: str = "") -> str:
-    if body is None or body == b"" or body == "":
-        return ""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    try:
-        return json.dumps(redact_value(parse_json(text.encode())))
-    except ValueError:
-        pass
-    if "=" in text and " " not in text.strip():
-        pairs = parse_qsl(text, keep_blank_values=True)
-        if pairs:
-            return urlencode([(k, REDACTED if SECRET_KEYS.search(k) else v) for k, v in pairs])
-    if len(text) > 2000:
-        text = text[:2000] + "..."
-    return text
-
-
-def _log_exchange(response: requests.Response, body: bytes) -> None:
-    request = response.request
-    lines = [f"> {request.method} {_redact_url(request.url or '')}"]
-    lines += [f">   {key}: {value}" for key, value in redact_headers(request.headers).items()]
-    sent = redact_body(request.body, request.headers.get("Content-Type", ""))
-    if sent:
-        lines.append(f">   {sent}")
-    lines.append(f"< HTTP {response.status_code} {response.reason} ({response.elapsed.total_seconds():.3f} s)")
-    lines += [f"<   {key}: {value}" for key, value in redact_headers(response.headers).items()]
-    received = redact_body(body[:MAX_ANSWER_BYTES], response.headers.get("Content-Type", ""))
-    if received:
-        lines.append(f"<   {received[:4000]}")
-    for line in lines:
-        print(printable(line), file=sys.stderr)
-
-
-def _redact_url(url: str) -> str:
-    if "?" not in url:
-        return url
-    base, _, query = url.partition("?")
-    pairs = parse_qsl(query, keep_blank_values=True)
-    return base + "?" + urlencode([(k, REDACTED if SECRET_KEYS.search(k) else v) for k, v in pairs])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
-from kubectl_caas import cache
+from kubectl_caas import cache, locks
 from kubectl_caas.errors import CaasError
 
 if TYPE_CHECKING:
@@ -25,9 +25,9 @@ STORAGES = ("disk", "keyring")
 NOTICE_MARKER = ".keyring-unavailable-notified"
 
 
-def locked(cache_path: str) -> cache.EntryLock:
+def locked(cache_path: str) -> locks.EntryLock:
     """The entry's lock: held by whoever reads, renews, replaces or forgets it."""
-    return cache.EntryLock(cache_path)
+    return locks.EntryLock(cache_path)
 
 
 def _keyring():

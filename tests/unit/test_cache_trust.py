@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kubectl_caas import cache, exec_plugin, identity
+from kubectl_caas import cache, exec_plugin, identity, locks
 from kubectl_caas.plugins import OPENSTACK
 from kubectl_caas.runtime import Runtime
 from kubectl_caas.errors import CaasError
@@ -123,7 +123,7 @@ def test_symlinked_cache_directory_refuses_the_lock_and_the_deletion(tmp_path):
     link = tmp_path / "cache"
     link.symlink_to(target)
     with pytest.raises(CaasError, match="symbolic link"):
-        with cache.EntryLock(str(link / entry_name()), timeout=1):
+        with locks.EntryLock(str(link / entry_name()), timeout=1):
             pass
     with pytest.raises(CaasError, match="symbolic link"):
         cache.delete_entry(str(link / entry_name()))
@@ -137,7 +137,7 @@ def test_foreign_cache_directory_is_refused_even_for_root(tmp_path):
     path = str(foreign / entry_name())
     assert cache.read_entry(path) is None
     assert cache.inspect_entry(path)[0] == cache.UNTRUSTED
-    for attempt in (lambda: cache.write_entry(path, fresh_entry("mine")), lambda: cache.EntryLock(path, 1).__enter__(),
+    for attempt in (lambda: cache.write_entry(path, fresh_entry("mine")), lambda: locks.EntryLock(path, 1).__enter__(),
                     lambda: cache.delete_entry(path), lambda: cache.ensure_private_dir(str(foreign))):
         with pytest.raises(CaasError) as refused:
             attempt()
@@ -364,7 +364,7 @@ def test_lock_file_of_another_user_is_refused_with_a_clear_line(cache_dir):
     path = str(cache_dir / entry_name())
     plant(Path(path + ".lock"), b"", uid=OTHER_UID)
     with pytest.raises(CaasError) as refused:
-        with cache.EntryLock(path, timeout=1):
+        with locks.EntryLock(path, timeout=1):
             pass
     message = str(refused.value)
     assert message == (f"the cache lock {path}.lock belongs to uid {OTHER_UID}, not to you (uid {os.getuid()}); "
@@ -376,27 +376,27 @@ def test_lock_file_that_is_a_symlink_is_refused(cache_dir, tmp_path):
     target = plant(tmp_path / "elsewhere", b"")
     os.symlink(target, path + ".lock")
     with pytest.raises(CaasError, match="symbolic link"):
-        with cache.EntryLock(path, timeout=1):
+        with locks.EntryLock(path, timeout=1):
             pass
 
 
 def test_lock_file_others_can_open_is_tightened(cache_dir):
     path = str(cache_dir / entry_name())
     plant(Path(path + ".lock"), b"", mode=0o644)
-    with cache.EntryLock(path, timeout=1):
+    with locks.EntryLock(path, timeout=1):
         assert stat.S_IMODE(os.stat(path + ".lock").st_mode) == 0o600
 
 
 def test_lock_held_past_the_timeout_ends_in_a_clear_line(cache_dir):
     path = str(cache_dir / entry_name())
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys\nfrom kubectl_caas.cache import EntryLock\n"
+                               "import sys\nfrom kubectl_caas.locks import EntryLock\n"
                                f"with EntryLock({path!r}):\n    print('held', flush=True)\n    sys.stdin.read()"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(CaasError) as timed_out:
-            with cache.EntryLock(path, timeout=0.3):
+            with locks.EntryLock(path, timeout=0.3):
                 pass
         assert str(timed_out.value) == (
             f"another process has held the cache lock {path}.lock for over 0.3 s (probably another kubectl-caas "
@@ -404,5 +404,5 @@ def test_lock_held_past_the_timeout_ends_in_a_clear_line(cache_dir):
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
-    with cache.EntryLock(path, timeout=5):  # free again once its holder let go
+    with locks.EntryLock(path, timeout=5):  # free again once its holder let go
         pass

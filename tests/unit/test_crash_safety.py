@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import yaml
 
-from kubectl_caas import cache, kubeconfig
+from kubectl_caas import cache, kubeconfig, locks
 
 KILL_AT = {
     # after the temporary file is written and flushed, before the rename
@@ -68,14 +68,14 @@ def test_cache_write_killed_leaves_the_previous_entry_intact(tmp_path, kill_at):
         cache.write_entry(path, {"tokens": {"keystone": {"value": "old", "expires_at": 1, "issued_at": 0}}})
         before = open(path, "rb").read()
         child = run_killed(f"""
-            from kubectl_caas import cache
-            with cache.EntryLock({path!r}):
+            from kubectl_caas import cache, locks
+            with locks.EntryLock({path!r}):
                 cache.write_entry({path!r}, {{"tokens": {{"keystone": {{"value": "new"}}}}}})
         """, kill_at, env)
         assert child.returncode == -9, child.stderr
         assert open(path, "rb").read() == before
         assert json.loads(before)["tokens"]["keystone"]["value"] == "old"
-        with cache.EntryLock(path, timeout=5):  # not blocked by the dead writer's lock
+        with locks.EntryLock(path, timeout=5):  # not blocked by the dead writer's lock
             cache.write_entry(path, {"tokens": {}})
         assert not [n for n in os.listdir(os.path.dirname(path)) if n.endswith(".tmp")]
     finally:

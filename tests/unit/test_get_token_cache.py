@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from kubectl_caas import cache, exec_plugin, identity
+from kubectl_caas import cache, exec_plugin, identity, locks
 from kubectl_caas.plugins import PLUGINS
 
 OPENSTACK_ARGS = ["--auth-url", "https://keystone.example.org/v3", "--user", "alice",
@@ -134,7 +134,7 @@ def test_cache_files_are_0600_in_a_0700_directory(cache_dir):
     path = entry_path()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(cache_dir).st_mode) == 0o700
-    with cache.EntryLock(path):
+    with locks.EntryLock(path):
         assert stat.S_IMODE(os.stat(path + ".lock").st_mode) == 0o600
 
 
@@ -176,18 +176,18 @@ def test_entry_lock_is_per_entry_and_released_when_the_holder_dies(tmp_path):
     path = entry_path()
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from kubectl_caas.cache import EntryLock\n"
+                               "import sys, time; from kubectl_caas.locks import EntryLock\n"
                                f"lock = EntryLock({path!r}).__enter__(); print('held', flush=True); "
                                "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(Exception, match="held"):
-        with cache.EntryLock(path, timeout=0.2):
+        with locks.EntryLock(path, timeout=0.2):
             pass
-    with cache.EntryLock(path + "-other", timeout=0.2):  # another entry does not wait
+    with locks.EntryLock(path + "-other", timeout=0.2):  # another entry does not wait
         pass
     holder.kill()
     holder.wait()
-    with cache.EntryLock(path, timeout=5):  # the kernel released the dead holder's lock
+    with locks.EntryLock(path, timeout=5):  # the kernel released the dead holder's lock
         pass
 
 
@@ -197,6 +197,19 @@ def test_cache_hit_path_does_not_load_typing_or_openssl():
     code = ("import sys\nfrom kubectl_caas import console\nsys.argv[0] = 'kubectl-openstack'\n"
             "try:\n    console.openstack_main()\nexcept SystemExit:\n    pass\n"
             "sys.stderr.write('LOADED=' + ','.join(m for m in ('typing', '_hashlib') if m in sys.modules) + '\\n')")
+    result = subprocess.run([sys.executable, "-c", code, "get-token", *OPENSTACK_ARGS], capture_output=True,
+                            text=True, env=os.environ, timeout=60)
+    assert json.loads(result.stdout)["status"]["token"] == "tok-1"
+    assert "LOADED=\n" in result.stderr
+
+
+def test_cache_hit_path_reads_without_loading_the_locks():
+    """A hit only reads its entry; the entry lock (and fcntl) is for renewals."""
+    store()
+    code = ("import sys\nfrom kubectl_caas import console\nsys.argv[0] = 'kubectl-openstack'\n"
+            "try:\n    console.openstack_main()\nexcept SystemExit:\n    pass\n"
+            "sys.stderr.write('LOADED=' + ','.join(m for m in ('kubectl_caas.locks', 'kubectl_caas.store', 'fcntl')"
+            " if m in sys.modules) + '\\n')")
     result = subprocess.run([sys.executable, "-c", code, "get-token", *OPENSTACK_ARGS], capture_output=True,
                             text=True, env=os.environ, timeout=60)
     assert json.loads(result.stdout)["status"]["token"] == "tok-1"

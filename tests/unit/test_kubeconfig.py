@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubectl_caas import goyaml, kubeconfig
+from kubectl_caas import goyaml, kubeconfig, kubeconfig_files
 from kubectl_caas.errors import CaasError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -412,7 +412,7 @@ def test_a_kubeconfig_directory_locked_by_someone_else_ends_in_a_clear_error_not
     before = path.read_bytes()
     holder = os.open(tmp_path, os.O_RDONLY)  # another open file description: flock conflicts with it
     fcntl.flock(holder, fcntl.LOCK_EX)
-    monkeypatch.setattr(kubeconfig, "LOCK_TIMEOUT", 0.0)
+    monkeypatch.setattr(kubeconfig_files, "LOCK_TIMEOUT", 0.0)
     try:
         with pytest.raises(kubeconfig.KubeconfigError, match=f"directory {tmp_path} stayed locked"):
             kubeconfig.upsert(entry(), explicit_path=str(path))
