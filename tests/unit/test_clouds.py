@@ -191,13 +191,14 @@ def test_secrets_never_come_from_our_config_file(clouds, tmp_path, monkeypatch):
     ("v3applicationcredential", "application_credential_secret", "password"),
 ])
 def test_renewal_takes_only_the_secret_of_the_entrys_auth_type(clouds, auth_type, kept, dropped):
-    from kubectl_caas import keystone
+    from kubectl_caas.keystone import Identity
+    from kubectl_caas.keystone.renewal import _cloud_secrets
 
     entry = {"auth": {"auth_url": "https://k/v3", "username": "alice", "password": "pw",
                       "application_credential_id": "other-project", "application_credential_secret": "s"}}
     if auth_type:
         entry["auth_type"] = auth_type
     clouds({"openstack": entry})
-    identity = keystone.Identity(auth_url="https://k/v3", user="alice", os_cloud="openstack")
-    secrets = keystone._cloud_secrets(identity, Runtime())
+    identity = Identity(auth_url="https://k/v3", user="alice", os_cloud="openstack")
+    secrets = _cloud_secrets(identity, Runtime())
     assert kept in secrets and dropped not in secrets
