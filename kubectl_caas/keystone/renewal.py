@@ -27,6 +27,16 @@ def _check_project(identity: Identity, access) -> None:
                         "unset OS_APPLICATION_CREDENTIAL_ID/_SECRET or use a credential for this project")
 
 
+def _expired(credential: Mapping[str, Any], now: float) -> bool:
+    """Has the credential's recorded expiry passed? None means it never expires; an expiry that
+    cannot be read (a damaged entry) is left for Keystone to judge, rather than crash get-token."""
+    try:
+        expires_at = float(credential.get("expires_at") or 0)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return bool(expires_at) and expires_at <= now
+
+
 def renew(values: Mapping[str, str], entry: Optional[Dict[str, Any]], runtime: Runtime,
           interactive: bool) -> Dict[str, Any]:
     """A fresh token for get-token, from the first source that works: the remembered application
@@ -38,8 +48,7 @@ def renew(values: Mapping[str, str], entry: Optional[Dict[str, Any]], runtime: R
     entry = dict(entry or {})
     remembered = entry.get("application_credential")
     if isinstance(remembered, dict) and remembered.get("id") and remembered.get("secret"):
-        expired = float(remembered.get("expires_at") or 0) and float(remembered["expires_at"]) <= runtime.clock()
-        if not expired:
+        if not _expired(remembered, runtime.clock()):
             try:
                 access = keystone.application_credential_login(remembered["id"], remembered["secret"])
                 return entry_from_access(identity, access, entry.get("method") or "application_credential",

@@ -648,3 +648,12 @@ def test_get_token_renews_through_the_package_and_saves_the_renewed_entry(fake, 
     token = json.loads(out)["status"]["token"]
     assert cache.read_entry(path)["tokens"]["keystone"]["value"] == token
     assert fake.logins() == ["application_credential cred-remembered"]
+
+
+@pytest.mark.parametrize("expires_at", ["soon", [1], {"at": 1}], ids=["text", "list", "mapping"])
+def test_a_remembered_credential_with_an_unreadable_expiry_is_still_tried(fake, expires_at):
+    # An expiry we cannot read is no reason to crash, nor to drop a credential Keystone may still take.
+    fake.add_credential("cred-remembered", "remembered-secret")
+    entry = renew(runtime(None), previous_entry(credential_expires=expires_at))
+    assert fake.logins() == ["application_credential cred-remembered"]
+    assert token_of(entry)["value"].startswith("tok-")
