@@ -171,7 +171,8 @@ def _renew(plugin: Plugin, values: Dict[str, str], kind: str, path: str, interac
             new_entry = backend.renew(values, entry, runtime, interactive=True)
         else:
             # kubectl is waiting and nobody can answer a prompt: one time budget for the whole renewal.
-            with http.Deadline(plugin.service, values.get(plugin.server_option, "")):
+            with http.Deadline(plugin.service, values.get(plugin.server_option, ""),
+                               http.total_timeout(runtime.environ)):
                 new_entry = backend.renew(values, entry, runtime, interactive=False)
         token = cached_token(new_entry, kind)
         if token is None:

@@ -21,10 +21,9 @@ import json
 import os
 import re
 import signal
-import sys
 import threading
 import time
-from typing import Any, Callable, List, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, TypeVar, Union
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -32,6 +31,9 @@ import requests
 from kubectl_caas import http_log
 from kubectl_caas.errors import CaasError, NetworkError, UsageError
 from kubectl_caas.terminal import printable
+
+if TYPE_CHECKING:
+    from kubectl_caas.runtime import Runtime
 
 # An operation gives up after 30 s in all (retries included): at most 10 s to connect, the rest to
 # answer. KUBECTL_CAAS_TIMEOUT (seconds) changes the total for slow networks.
@@ -47,9 +49,11 @@ MAX_ANSWER_BYTES = 1 << 20
 T = TypeVar("T")
 
 
-def total_timeout() -> float:
+def total_timeout(environ: Optional[Mapping[str, str]] = None) -> float:
+    """KUBECTL_CAAS_TIMEOUT from the run's environment (seconds), else 30."""
+    environ = os.environ if environ is None else environ
     try:
-        value = float(os.environ.get("KUBECTL_CAAS_TIMEOUT") or DEFAULT_TOTAL_TIMEOUT)
+        value = float(environ.get("KUBECTL_CAAS_TIMEOUT") or DEFAULT_TOTAL_TIMEOUT)
     except ValueError:
         return DEFAULT_TOTAL_TIMEOUT
     return value if 0 < value < 86400 else DEFAULT_TOTAL_TIMEOUT
@@ -155,8 +159,9 @@ class Deadline:
 
 
 def with_retries(call: Callable[[], T], transient: Callable[[BaseException], bool], deadline: Deadline,
-                 attempts: int = RETRY_ATTEMPTS, debug: bool = False) -> T:
-    """Run `call` under the deadline, again after 0.5 s and 1 s when it fails with a transient error."""
+                 runtime: Runtime, attempts: int = RETRY_ATTEMPTS) -> T:
+    """Run `call` under the deadline, again after 0.5 s and 1 s when it fails with a transient error
+    (waiting with the run's sleep; saying so with --debug)."""
     delay = RETRY_FIRST_DELAY
     with deadline:
         for attempt in range(attempts):
@@ -165,10 +170,9 @@ def with_retries(call: Callable[[], T], transient: Callable[[BaseException], boo
             except Exception as exc:  # noqa: BLE001 - re-raised unless transient
                 if attempt == attempts - 1 or not transient(exc) or deadline.remaining() < delay + 1.0:
                     raise
-                if debug:
-                    print(f"kubectl-caas: transient failure ({printable(exc)}); retrying in {delay:.1f} s",
-                          file=sys.stderr)
-                time.sleep(delay)  # back off before retrying a failing server
+                if runtime.debug:
+                    runtime.notice(f"kubectl-caas: transient failure ({exc}); retrying in {delay:.1f} s")
+                runtime.sleep(delay)  # back off before retrying a failing server
                 delay *= 2
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -39,7 +39,7 @@ class Connection:
         self.verify = http.verify_for(identity.cacert)
         self.session = ks_session.Session(
             session=http.new_session(SERVICE, identity.auth_url, "--auth-url", debug=runtime.debug),
-            verify=self.verify, timeout=http.total_timeout(), user_agent="kubectl-caas")
+            verify=self.verify, timeout=http.total_timeout(runtime.environ), user_agent="kubectl-caas")
 
     # -- login answers --------------------------------------------------------------------------
 
@@ -47,7 +47,7 @@ class Connection:
                     scoped: bool = True):
         """auth.get_access within our time budget, retried when Keystone answers a transient 5xx; the
         answer checked before anything trusts it (see `_checked`)."""
-        deadline = http.Deadline(SERVICE, self.identity.auth_url)
+        deadline = http.Deadline(SERVICE, self.identity.auth_url, http.total_timeout(self.runtime.environ))
 
         def attempt():
             self.session.timeout = deadline.timeout()
@@ -55,7 +55,7 @@ class Connection:
 
         sent = self.runtime.clock()
         try:
-            access = http.with_retries(attempt, _transient, deadline, debug=self.runtime.debug)
+            access = http.with_retries(attempt, _transient, deadline, self.runtime)
         except (KeyError, TypeError, AttributeError, RecursionError) as exc:
             # keystoneauth1 reads X-Subject-Token and the body's `token` without checking them
             raise CaasError(f"{SERVICE} answered {action} with something that is not a token "
@@ -136,7 +136,7 @@ class Connection:
         """One REST call on the identity endpoint; GET and DELETE are retried on a transient 5xx."""
         url = self.identity.auth_url + path
         headers = {"X-Auth-Token": token, **kwargs.pop("headers", {})}
-        deadline = http.Deadline(SERVICE, self.identity.auth_url)
+        deadline = http.Deadline(SERVICE, self.identity.auth_url, http.total_timeout(self.runtime.environ))
 
         def attempt():
             try:
@@ -151,7 +151,7 @@ class Connection:
 
         idempotent = method in ("GET", "HEAD", "DELETE")
         return http.with_retries(attempt, _transient if idempotent else (lambda exc: False), deadline,
-                                 debug=self.runtime.debug)
+                                 self.runtime)
 
     def projects(self, token: str) -> List[Dict[str, Any]]:
         response = self._call("GET", "/auth/projects", token, "the project list")

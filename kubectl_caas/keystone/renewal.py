@@ -19,10 +19,17 @@ from kubectl_caas.runtime import Runtime
 
 
 def _check_project(identity: Identity, access) -> None:
-    """A credential from the environment must be for the project this context is about."""
-    if identity.project_id and access.project_id != identity.project_id or \
-            identity.project and access.project_name != identity.project and not identity.project_id:
-        raise AuthError(f"the application credential is for project {access.project_name}, "
+    """A credential from the environment must be for the project this context is about: the same
+    id, or the same name (Keystone compares names without case) in the same domain."""
+    if identity.project_id:
+        same = access.project_id == identity.project_id
+    else:
+        same = str(access.project_name or "").casefold() == str(identity.project or "").casefold() and \
+            (not identity.project_domain_id or access.project_domain_id == identity.project_domain_id)
+    if not same:
+        where = "" if access.project_domain_id == identity.project_domain_id else \
+            f" in domain {access.project_domain_id}"
+        raise AuthError(f"the application credential is for project {access.project_name}{where}, "
                         f"not {identity.project_label}",
                         "unset OS_APPLICATION_CREDENTIAL_ID/_SECRET or use a credential for this project")
 
@@ -91,8 +98,12 @@ def renew(values: Mapping[str, str], entry: Optional[Dict[str, Any]], runtime: R
     credential = None
     remember = entry.get("remember_seconds", DEFAULT_REMEMBER_SECONDS)
     if prompted and remember:
-        # A person just typed the password: remember the login again, as `login` does.
-        credential, notice = remember_login(keystone, access, float(remember))
+        # A person just typed the password: remember the login again, as `login` does; kubectl gets
+        # its token even if Keystone fails to make the credential now.
+        try:
+            credential, notice = remember_login(keystone, access, float(remember))
+        except CaasError as exc:
+            credential, notice = None, f"could not remember this login ({exc}); you will be asked again next time"
         if notice:
             runtime.notice(f"kubectl-openstack: {notice}")
     return entry_from_access(identity, access, "password", credential, remember)

@@ -76,7 +76,7 @@ class Provider:
 
         The session's hook bounds the body (http.MAX_ANSWER_BYTES) and refuses redirects.
         """
-        deadline = http.Deadline(f"the OIDC provider ({action})", url)
+        deadline = http.Deadline(f"the OIDC provider ({action})", url, http.total_timeout(self.runtime.environ))
 
         def attempt() -> requests.Response:
             sent = self.runtime.clock()
@@ -93,7 +93,7 @@ class Provider:
 
         try:
             return http.with_retries(attempt, lambda exc: isinstance(exc, _Transient), deadline,
-                                     debug=self.runtime.debug)
+                                     self.runtime)
         except _Transient as exc:
             return exc.response
 

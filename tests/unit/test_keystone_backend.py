@@ -657,3 +657,25 @@ def test_a_remembered_credential_with_an_unreadable_expiry_is_still_tried(fake, 
     entry = renew(runtime(None), previous_entry(credential_expires=expires_at))
     assert fake.logins() == ["application_credential cred-remembered"]
     assert token_of(entry)["value"].startswith("tok-")
+
+
+def test_an_environment_credential_for_a_namesake_project_in_another_domain_is_refused(fake):
+    fake.add_credential("cred-env", "env-secret")
+    fake.tamper = lambda token: token["project"]["domain"].update(id="d-physics", name="Physics")
+    with pytest.raises(AuthError) as caught:
+        renew(runtime(Person(), **app_credential_env()), previous_entry(None))
+    assert str(caught.value).startswith("the application credential is for project CMS in domain d-physics, not CMS;")
+
+
+def test_an_environment_credential_matches_its_project_name_whatever_the_case(fake):
+    fake.add_credential("cred-env", "env-secret")
+    entry = renew(runtime(None, **app_credential_env()), previous_entry(None), project="cms")
+    assert entry["project"]["id"] == "p-cms"
+
+
+def test_a_prompted_renewal_keeps_its_token_when_keystone_fails_to_remember_the_login(fake):
+    fake.script("POST", "/users/u-alice/application_credentials", (503, {"error": {"message": "busy"}}, {}))
+    person = Person(PASSWORD)
+    entry = renew(runtime(person), previous_entry(None), interactive=True)
+    assert entry["tokens"]["keystone"]["value"] and "application_credential" not in entry
+    assert any("could not remember this login" in line for line in person.notices())

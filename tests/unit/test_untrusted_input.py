@@ -108,7 +108,7 @@ def test_a_trickling_answer_ends_at_the_deadline_although_no_read_times_out(tric
     started = time.monotonic()
     with pytest.raises(NetworkError) as caught:
         http.with_retries(lambda: session.get(trickling_server, timeout=deadline.timeout()), lambda exc: False,
-                          deadline)
+                          deadline, Runtime())
     elapsed = time.monotonic() - started
     assert "did not answer in time" in str(caught.value)
     assert elapsed < 10  # a per-read timeout alone would wait for 100000 bytes at 5 per second
