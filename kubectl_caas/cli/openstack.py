@@ -5,7 +5,6 @@ print; openstack_login.py does a login's work, with the keystone backend and the
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import typer
@@ -74,8 +73,9 @@ def status(ctx: typer.Context, context: Optional[str] = options.StatusContext,
 
     Example: kubectl openstack status
     """
-    now = time.time()
-    for marker, name, values, entry in common.status_rows(PLUGIN, context, kubeconfig_path, runtime(ctx)):
+    rt = runtime(ctx)
+    now = rt.clock()
+    for marker, name, values, entry in common.status_rows(PLUGIN, context, kubeconfig_path, rt):
         user = values.get("user") or values.get("user_id") or "?"
         project = values.get("project") or values.get("project_id") or "?"
         if not entry:

@@ -24,9 +24,10 @@ def load_settings(flags: Dict[str, Any], profile: Optional[str], rt: Runtime) ->
     settings = Settings.load(PLUGIN, flags, rt.environ, profile)
     # --os-cloud, else the cloud the openstack command would pick (OS_CLOUD; the only cloud in
     # clouds.yaml when no OS_* variable describes one).
-    name = flags.get("os_cloud") or clouds.default_cloud()
+    chosen = settings.get("os_cloud")  # --os-cloud, OS_CLOUD, or `os_cloud:` in our config file
+    name = chosen or clouds.default_cloud()
     if name:
-        if not flags.get("os_cloud") and not rt.getenv("OS_CLOUD"):
+        if not chosen:
             rt.notice(f"kubectl-openstack: using cloud {name!r}, the only one in clouds.yaml, as the openstack "
                       "command would")
         settings.cloud = clouds.load_cloud(name)
@@ -53,8 +54,14 @@ def auth_type(settings: Settings) -> Optional[str]:
     if not asked:
         return None
     if asked not in AUTH_TYPES:
-        where = "OS_AUTH_TYPE" if settings.environ.get("OS_AUTH_TYPE") else \
-            f"cloud {settings.cloud.get('os_cloud')!r} in clouds.yaml"
+        if settings.flags.get("auth_type"):
+            where = "--auth-type"
+        elif settings.environ.get("OS_AUTH_TYPE"):
+            where = "OS_AUTH_TYPE"
+        elif settings.cloud.get("auth_type") == asked:
+            where = f"cloud {settings.cloud.get('os_cloud')!r} in clouds.yaml"
+        else:
+            where = "the config file or site profile"
         raise UsageError(f"{where} asks for auth type {asked!r}, which kubectl-openstack cannot log in with",
                          "use password (v3password) or v3applicationcredential")
     return AUTH_TYPES[asked]
@@ -63,14 +70,15 @@ def auth_type(settings: Settings) -> Optional[str]:
 def uses_application_credential(settings: Settings, password_stdin: bool) -> bool:
     """Does this login use an application credential rather than a password?
 
-    --application-credential-id always does. Otherwise the auth type decides (OS_AUTH_TYPE, or the
+    A credential named on the command line always does. Otherwise the auth type decides (OS_AUTH_TYPE, or the
     clouds.yaml entry's); without one, an application credential from the environment gives way to
     an explicit user or password on the command line.
     """
     flags = settings.flags
     named = settings.get("application_credential_id") or settings.get("application_credential_name")
     kind = auth_type(settings)
-    use = bool(flags.get("application_credential_id")) or kind == "application_credential" or \
+    use = bool(flags.get("application_credential_id") or flags.get("application_credential_name")) or \
+        kind == "application_credential" or \
         kind is None and bool(named) and not (flags.get("password") or password_stdin or flags.get("user")
                                               or flags.get("user_id"))
     if use and not named:
@@ -85,7 +93,9 @@ def identity_from(settings: Settings):
 
     if not settings.get("auth_url"):
         raise UsageError("no Keystone URL", unchosen_cloud_hint(settings, "pass --auth-url or set OS_AUTH_URL"))
-    return Identity(**{f: settings.get(f) for f in Identity.__dataclass_fields__})
+    # The cloud recorded for renewals is the one this login read, whoever named it.
+    return Identity(**dict({f: settings.get(f) for f in Identity.__dataclass_fields__},
+                           os_cloud=settings.cloud.get("os_cloud")))
 
 
 def password_for(settings: Settings, identity, rt: Runtime, password_stdin: bool) -> str:

@@ -202,3 +202,33 @@ def test_renewal_takes_only_the_secret_of_the_entrys_auth_type(clouds, auth_type
     identity = Identity(auth_url="https://k/v3", user="alice", os_cloud="openstack")
     secrets = _cloud_secrets(identity, Runtime())
     assert kept in secrets and dropped not in secrets
+
+
+def test_an_application_credential_named_on_the_command_line_is_used_with_a_user_flag(clouds):
+    clouds({})
+    found = flows.load_settings({"auth_url": "https://k/v3", "user": "alice", "application_credential_name": "kube"},
+                                "none", Runtime())
+    assert flows.uses_application_credential(found, password_stdin=False)
+
+
+@pytest.mark.parametrize("where, flags, environ", [
+    ("--auth-type", {"auth_type": "token"}, {}),
+    ("OS_AUTH_TYPE", {}, {"OS_AUTH_TYPE": "token"}),
+])
+def test_a_refused_auth_type_names_where_it_came_from(clouds, monkeypatch, where, flags, environ):
+    clouds({})
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    found = flows.load_settings(dict(flags, auth_url="https://k/v3"), "none", Runtime())
+    with pytest.raises(UsageError) as caught:
+        flows.auth_type(found)
+    assert str(caught.value).startswith(f"{where} asks for auth type 'token'")
+
+
+def test_the_cloud_recorded_for_renewals_is_the_one_the_login_read(clouds, tmp_path, monkeypatch):
+    clouds({"openstack": HORIZON_CLOUD, "other": {"auth": {"auth_url": "https://elsewhere/v3"}}})
+    config = tmp_path / "kubectl-caas.yaml"
+    config.write_text("openstack:\n  os_cloud: openstack\n")
+    monkeypatch.setenv("KUBECTL_CAAS_CONFIG", str(config))
+    identity = _identity(flows.load_settings({}, "none", Runtime()))
+    assert identity.os_cloud == "openstack" and identity.project_id == "cms-id"
