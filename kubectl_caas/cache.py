@@ -18,11 +18,10 @@ deletion. What fails these checks is a miss when reading and a one-line error wh
 from __future__ import annotations
 
 import errno
-import json
 import os
-import re
 import sys
 
+from kubectl_caas import hotpath
 from kubectl_caas.errors import CaasError
 
 TYPE_CHECKING = False  # importing typing costs ~3 ms on every kubectl command
@@ -66,28 +65,18 @@ def ensure_private_dir(path: str) -> str:
 
 def entry_key(plugin: str, fields: Mapping[str, Optional[str]]) -> str:
     """A stable file name for one identity. `fields` must hold no secret."""
-    canonical = json.dumps({"plugin": plugin, **{k: v for k, v in fields.items() if v}},
-                           sort_keys=True, separators=(",", ":"))
-    digest = _sha256(canonical.encode()).hexdigest()[:16]
+    # json.dumps(..., sort_keys=True, separators=(",", ":")) as earlier releases computed it, without
+    # importing json (see hotpath.py): the same text, so the same file names.
+    canonical = hotpath.dumps_flat({"plugin": plugin, **{k: v for k, v in fields.items() if v}},
+                                   sort_keys=True, compact=True)
+    digest = hotpath.sha256(canonical.encode()).hexdigest()[:16]
     readable = "_".join(str(v) for k, v in fields.items() if v and k in _READABLE_FIELDS)
-    readable = re.sub(r"[^A-Za-z0-9@.+=-]+", "_", readable)[:80].strip("_")
+    readable = hotpath.only_safe(readable)[:80].strip("_")
     return f"{plugin}-{readable}-{digest}" if readable else f"{plugin}-{digest}"
 
 
 # Fields that make a cache file name readable; the rest only feed the hash.
 _READABLE_FIELDS = ("user", "project", "application_credential_id", "client_id")
-
-
-def _sha256(data: bytes):
-    """hashlib.sha256 without loading OpenSSL's libcrypto (~3 ms): CPython's built-in implementation."""
-    try:
-        from _sha256 import sha256  # CPython 3.9-3.11
-    except ImportError:
-        try:
-            from _sha2 import sha256  # CPython 3.12+
-        except ImportError:
-            from hashlib import sha256
-    return sha256(data)
 
 
 def entry_path(plugin: str, fields: Mapping[str, Optional[str]]) -> str:
@@ -225,7 +214,7 @@ def _load(path: str, report: bool) -> Tuple[str, Optional[Dict[str, Any]], Optio
     if len(data) > MAX_ENTRY_BYTES:
         return UNREADABLE, None, f"it is larger than the cache's limit of {MAX_ENTRY_BYTES} bytes"
     try:
-        entry = json.loads(data)
+        entry = hotpath.loads(data)
     except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested deeper than the parser goes
         return UNREADABLE, None, "it is not valid JSON"
     if not isinstance(entry, dict):
@@ -249,6 +238,8 @@ def write_entry(path: str, data: Mapping[str, Any]) -> None:
 
     Refuses an entry over MAX_ENTRY_BYTES, which could not be read back.
     """
+    import json
+
     payload = json.dumps(data, indent=1, sort_keys=True).encode()
     if len(payload) > MAX_ENTRY_BYTES:
         raise CaasError(f"the cache entry {path} would be {len(payload)} bytes, over the cache's limit of "
@@ -261,6 +252,8 @@ def overwrite_entry_in_place(path: str, data: Mapping[str, Any]) -> bool:
     with spaces (which JSON ignores) to its size, so that no new block is needed. Not atomic, so
     only for keeping what would otherwise be lost (a refresh token the provider just rotated); a
     crash mid-write leaves an unreadable entry, which is a miss. False when it cannot be done."""
+    import json
+
     payload = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     directory, name = split_path(path)
     try:

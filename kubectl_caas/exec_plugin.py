@@ -7,10 +7,9 @@ talks to the server.
 """
 from __future__ import annotations
 
-import json
 import sys
 
-from kubectl_caas import cache, identity
+from kubectl_caas import cache, hotpath, identity
 from kubectl_caas.errors import EXIT_USAGE, CaasError
 
 TYPE_CHECKING = False  # importing typing costs ~3 ms on every kubectl command
@@ -42,7 +41,7 @@ def exec_info(environ: Mapping[str, str]) -> Tuple[str, Optional[bool]]:
     if not raw:
         return DEFAULT_EXEC_API_VERSION, None
     try:
-        info = json.loads(raw)
+        info = hotpath.loads(raw)
     except (ValueError, RecursionError):
         return DEFAULT_EXEC_API_VERSION, None
     if not isinstance(info, dict):
@@ -94,7 +93,7 @@ def exec_credential(api_version: str, token: Mapping[str, Any]) -> str:
     import time
 
     expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(token["expires_at"])))
-    return json.dumps({
+    return hotpath.dumps_flat({
         "apiVersion": api_version,
         "kind": "ExecCredential",
         "status": {"token": token["value"], "expirationTimestamp": expiry},
