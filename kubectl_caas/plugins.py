@@ -51,6 +51,10 @@ IAM_OPTIONS = (
     Option("scope", "scopes [default: openid profile email offline_access]", env=("IAM_SCOPE",), key=True),
     Option("audience", "audience to request, sent on every token request", env=("IAM_AUDIENCE",), key=True),
     Option("token", "bearer for kubectl: id (ID token, the default) or access", env=("IAM_TOKEN",)),
+    # Several people (a personal and a service account, say) at one issuer with one client: each
+    # context's login gets its own cache entry.
+    Option("account", "a label for this sign-in, so that several can live side by side at one issuer and client "
+           "[default: the --context name, when one is given]", env=("IAM_ACCOUNT",), key=True),
     Option("cacert", "CA bundle for the issuer", env=("IAM_CACERT",)),
     TOKEN_STORAGE,
     Option("client-secret", "the OAuth client's secret", env=("IAM_CLIENT_SECRET",), secret=True, renewal=True,

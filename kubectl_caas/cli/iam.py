@@ -79,6 +79,8 @@ def login(
     flags = dict(identity_flags, server=server, certificate_authority=certificate_authority, namespace=namespace)
     if client_secret_stdin:
         flags["client_secret"] = common.read_secret_stdin("client-secret")
+    if context and not flags.get("account"):
+        flags["account"] = context  # a context of one's own: a cache entry of its own
     settings = Settings.load(PLUGIN, flags, rt.environ, profile)
     client = _client(settings)
     target = common.LoginTarget.from_settings(settings, rt, context or _context_name(settings, client),
@@ -111,6 +113,9 @@ def login(
         namespace=target.namespace, certificate_authority_data=target.ca_data),
         explicit_path=kubeconfig_path, force=force, same_user=same_user)
     bearer = entry["tokens"].get(client.bearer) or {}
+    mismatch = _issuer_mismatch(entry, client.bearer)
+    if mismatch:
+        rt.notice(f"kubectl-iam: warning: {mismatch}")
     sub = claims.get("sub", "?")
     rt.notice(f"Signed in as {who}{'' if sub == who else f' (sub {sub})'} at {client.issuer}: {client.bearer} token "
               f"valid until {common.describe_expiry(bearer.get('expires_at'))}"
@@ -118,6 +123,17 @@ def login(
                  "; no refresh token (add offline_access to the scope to stay signed in)"))
     rt.notice(f"Context {target.context!r} is ready and now the current context: try `kubectl get pods`")
     print("kubectl configured correctly")
+
+
+def _issuer_mismatch(entry: Dict[str, Any], kind: str) -> Optional[str]:
+    """When an access token is the bearer and its `iss` is not the discovery issuer (INDIGO IAM may
+    drop the slash: IAM issue #1118), the API server must be configured with the token's."""
+    token = (entry.get("tokens") or {}).get(kind) or {}
+    issuer = token.get("issuer")
+    if kind != "access" or not issuer or issuer == entry.get("issuer"):
+        return None
+    return (f"the access token's issuer is '{issuer}', not the discovery issuer '{entry.get('issuer')}': the API "
+            f"server must be configured with '{issuer}' (see the operator guide)")
 
 
 def _revoke_quietly(provider, old: Optional[str], new: Optional[str]) -> None:
@@ -146,10 +162,12 @@ def status(ctx: typer.Context, context: Optional[str] = options.StatusContext,
         groups = claims.get("groups") or claims.get("wlcg.groups") or []
         who, sub = claims.get("preferred_username", "?"), claims.get("sub", "?")
         storage = store.storage_note(PLUGIN, values.get("token_storage"), entry)
+        mismatch = _issuer_mismatch(entry, kind)
         common.result(f"{marker} {name}: {who}{'' if sub == who else f' (sub {sub})'} at "
                       f"{entry.get('issuer')}, groups {', '.join(map(str, groups)) or '-'}, {kind} token "
                       f"{common.describe_expiry(bearer.get('expires_at'))}, refresh token "
-                      f"{'held' if entry.get('refresh_token') else 'none'}{storage}")
+                      f"{'held' if entry.get('refresh_token') else 'none'}{storage}"
+                      + (f"; warning: {mismatch}" if mismatch else ""))
 
 
 @app.command()

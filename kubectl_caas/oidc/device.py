@@ -7,10 +7,11 @@ a fake clock; what the person sees goes through its notices, escaped.
 """
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping
 
 from kubectl_caas import http
-from kubectl_caas.errors import EXIT_AUTH, AuthError, CaasError
+from kubectl_caas.errors import EXIT_AUTH, AuthError, CaasError, UsageError
 from kubectl_caas.oidc.provider import OAuthError
 from kubectl_caas.oidc.tokens import entry_from_tokens
 
@@ -27,7 +28,11 @@ DEFAULT_CODE_LIFETIME = 600.0  # when the answer gives no usable expires_in: wha
 def start_device_flow(provider: Provider) -> Dict[str, Any]:
     """Ask for a device code (RFC 8628 §3.1-3.2); the answer, checked for what a person will see."""
     data = provider.with_audience({"scope": provider.client.scopes})
-    answer = provider.post_form("device_authorization_endpoint", data, "the device authorization request")
+    try:
+        answer = provider.post_form("device_authorization_endpoint", data, "the device authorization request",
+                                    client_id_in_form=True)
+    except OAuthError as exc:
+        raise _explained(provider, exc) from None
     for key in ("device_code", "user_code", "verification_uri"):
         if not isinstance(answer.get(key), str) or not answer[key]:
             raise CaasError(f"the OIDC provider's device authorization answer lacks {key}")
@@ -43,9 +48,26 @@ def start_device_flow(provider: Provider) -> Dict[str, Any]:
     return answer
 
 
+def _explained(provider: Provider, exc: OAuthError) -> CaasError:
+    """What a refused device request means for the person and what to do (INDIGO IAM's answers)."""
+    client, issuer = provider.client, provider.client.issuer
+    if exc.error == "invalid_scope":
+        return UsageError(f"{issuer} does not allow client {client.client_id} the scopes '{client.scopes}' "
+                          f"({exc.description or 'invalid_scope'})",
+                          "ask for the scopes the client is registered for with --scope (or `scope:` in the "
+                          "config file), e.g. --scope 'openid profile offline_access'")
+    if exc.error in ("invalid_client", "unauthorized_client"):
+        return AuthError(f"{issuer} refused client {client.client_id} ({exc.error}: {exc.description or 'no reason'})",
+                         "check --client-id and its secret; the client must be registered with the device code "
+                         "grant (see the operator guide)")
+    return exc
+
+
 def _code_expired() -> OAuthError:
-    return OAuthError("expired_token", "the code expired before the sign-in was approved",
-                      "run the login again and approve it within the time shown", exit_code=EXIT_AUTH)
+    # INDIGO IAM keeps a denied code pending until it expires, so an expiry may be a refusal.
+    return OAuthError("expired_token", "the code expired before the sign-in was approved (or the request was denied: "
+                      "the provider does not say which)", "run the login again and approve it within the time shown",
+                      exit_code=EXIT_AUTH)
 
 
 def poll_device_flow(provider: Provider, device: Mapping[str, Any]) -> Dict[str, Any]:
@@ -92,10 +114,9 @@ def announce(device: Mapping[str, Any], runtime: Runtime) -> None:
     complete = device.get("verification_uri_complete")
     if isinstance(complete, str) and complete:
         runtime.notice(f"or open {complete}")
-    expires = device.get("expires_in")
-    if expires:
-        minutes = int(min(_positive_number(expires, DEFAULT_CODE_LIFETIME), 3600) // 60) or 1
-        runtime.notice(f"(the code is valid for {minutes} min; waiting...)")
+    lifetime = min(_positive_number(device.get("expires_in"), DEFAULT_CODE_LIFETIME), 3600)
+    until = time.strftime("%H:%M", time.localtime(runtime.clock() + lifetime))
+    runtime.notice(f"(the code is valid until {until}, {int(lifetime // 60) or 1} min; waiting... Ctrl-C cancels)")
 
 
 def _positive_number(value: Any, default: float) -> float:

@@ -18,7 +18,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 
 from kubectl_caas import http
-from kubectl_caas.errors import CaasError
+from kubectl_caas.errors import CaasError, UsageError
 from kubectl_caas.oidc.client import normalise_issuer
 
 if TYPE_CHECKING:
@@ -29,9 +29,11 @@ if TYPE_CHECKING:
 class OAuthError(CaasError):
     """An error answer from the provider (RFC 6749 §5.2): `error` holds its code."""
 
-    def __init__(self, error: str, message: str, hint: Optional[str] = None, exit_code: Optional[int] = None):
+    def __init__(self, error: str, message: str, hint: Optional[str] = None, exit_code: Optional[int] = None,
+                 description: Optional[str] = None):
         super().__init__(message, hint, exit_code)
         self.error = error
+        self.description = description  # the provider's error_description, if any
 
 
 class _Transient(Exception):
@@ -108,17 +110,24 @@ class Provider:
         return data
 
     def post_form(self, endpoint: str, data: Dict[str, str], action: str,
-                  retry_statuses: Sequence[int] = http.TRANSIENT_STATUS) -> Dict[str, Any]:
+                  retry_statuses: Sequence[int] = http.TRANSIENT_STATUS, client_id_in_form: bool = False) -> Dict[str, Any]:
         """POST a form to the token or device endpoint with client authentication (via authlib);
         the JSON answer, or OAuthError for an error answer (RFC 6749 §5.2).
 
         authlib's client auth adds client_id to the form for a public client, or sends HTTP Basic
-        for a confidential one, so `data` never carries client_id itself.
+        for a confidential one. `client_id_in_form`: a confidential client names itself in the
+        form too, as INDIGO IAM's device endpoint requires (it ignores Basic there).
         """
         url = self.endpoint(endpoint)
         auth = self.session.client_auth(self.session.token_endpoint_auth_method)
+        if client_id_in_form and self.client_secret:
+            data = dict(data, client_id=self.client.client_id)
         response = self._request("POST", url, action, retry_statuses, data=data, auth=auth,
                                  headers={"Accept": "application/json"})
+        if response.status_code == 404 and endpoint == "device_authorization_endpoint":
+            # INDIGO IAM's answer (not JSON) for a client it does not know
+            raise UsageError(f"client id {self.client.client_id} is not registered at {self.client.issuer}",
+                             "check --client-id (or IAM_CLIENT_ID), or register a client as the operator guide says")
         if response.status_code >= 500:
             raise CaasError(http.describe_http_error(response.status_code, response.content,
                                                      "the OIDC provider", action))
@@ -127,7 +136,8 @@ class Provider:
             error = str(body.get("error") or "invalid_request")
             description = body.get("error_description")
             text = f"the OIDC provider refused {action}: {error}" + (f" ({description})" if description else "")
-            raise OAuthError(error, text + f" (HTTP {response.status_code})")
+            raise OAuthError(error, text + f" (HTTP {response.status_code})",
+                             description=str(description)[:300] if description else None)
         return body
 
     def with_audience(self, data: Dict[str, str]) -> Dict[str, str]:

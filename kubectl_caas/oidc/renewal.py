@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     from kubectl_caas.runtime import Runtime
 
 # Error codes (RFC 6749 §5.2; invalid_token: RFC 6750 §3.1) saying this refresh token, or refreshing
-# at all, is no longer accepted: a new sign-in is the way on. Others, such as invalid_client, would
-# fail a sign-in too, so they are raised as they are.
-REFRESH_REFUSED = ("invalid_grant", "invalid_token", "unauthorized_client")
+# at all, is no longer accepted: a new sign-in is the way on. INDIGO IAM answers a dead refresh
+# token with 401 invalid_token, a suspended account with 401 `unauthorized`, and a terms-of-use
+# (AUP) signature due with 400 invalid_grant. Others, such as invalid_client, would fail a sign-in
+# too, so they are raised as they are.
+REFRESH_REFUSED = ("invalid_grant", "invalid_token", "unauthorized_client", "unauthorized")
 
 
 def provider_for(client: Client, runtime: Runtime, client_secret: Optional[str] = None,

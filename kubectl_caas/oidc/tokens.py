@@ -124,6 +124,11 @@ def entry_from_tokens(provider: Provider, tokens: Mapping[str, Any],
             raise AuthError("the OIDC provider returned an access token that is not a usable bearer token")
         entry_tokens["access"] = {"value": access_token,
                                   **local(access_token_expiry(provider, access_token, tokens.get("expires_in")))}
+        # The API server compares a JWT's `iss` with the issuer it is configured with, exactly:
+        # INDIGO IAM may write it without the slash its discovery document has (IAM issue #1118).
+        access_issuer = (_unverified_claims(access_token) or {}).get("iss")
+        if isinstance(access_issuer, str):
+            entry_tokens["access"]["issuer"] = access_issuer
     entry: Dict[str, Any] = {
         "version": 1,
         "plugin": "iam",

@@ -147,3 +147,18 @@ def test_parallel_calls_with_an_expired_token_cause_one_refresh(oidc_provider_fa
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outputs]
     assert len({json.loads(out)["status"]["token"] for out, _ in outputs}) == 1
     assert len(provider.token_requests("refresh_token")) == 1
+
+
+def test_two_accounts_on_one_issuer_and_client_work_side_by_side(fast_provider, iam_site, workspace):
+    # A personal and a service identity, one workstation account: each context keeps its own person.
+    standin = iam_site(fast_provider)
+    assert login(workspace, fast_provider, "--context", "personal", login="alice").returncode == 0
+    assert login(workspace, fast_provider, "--context", "service", login="robot").returncode == 0
+    assert len(workspace.cache_entries()) == 2
+    for context, person in (("personal", "alice"), ("service", "robot"), ("personal", "alice")):
+        pods = workspace.kubectl("--context", context, "get", "pods", "-n", "physics")
+        assert pods.returncode == 0, pods.stderr
+        assert standin.requests[-1]["user"] == person
+    status = workspace.run("kubectl-iam", "status")
+    lines = {line.split(":")[0].strip("* "): line for line in status.stdout.splitlines()}
+    assert "alice" in lines["personal"] and "robot" in lines["service"]
