@@ -5,9 +5,13 @@ device-flow pages and its devInteractions login/consent pages), keeping cookies 
 
     enter the user code -> confirm the device -> sign in (any login, any password) -> consent
 
-and, to refuse, presses the provider's own abort control (the device poll then answers
-``access_denied``). Pages are read with the stdlib HTML parser; a page that matches none of the
-expected steps raises :class:`BrowserStandinError` with what it saw.
+and, to refuse, presses the provider's own abort control. What the device's poll then answers
+depends on the provider's mode: ``access_denied`` in the generic one; in the IAM-like one (the
+default) nothing changes, as at INDIGO IAM: the code stays pending until it expires, and may
+even be entered again. Pages are read with the stdlib HTML parser; a page that matches none of
+the expected steps raises :class:`BrowserStandinError` with what it saw.
+
+The same pages serve both modes (the IAM-like provider's device page is <issuer>device).
 
 CLI (for the demo)::
 
@@ -311,7 +315,8 @@ def deny_device_code(
     password: str = "any-password",
     session: requests.Session | None = None,
 ) -> None:
-    """Refuse a device authorization; the device's next poll answers ``access_denied``.
+    """Refuse a device authorization. The device's next poll answers ``access_denied`` (generic
+    provider) or, as at IAM, still ``authorization_pending`` (IAM-like provider, the default).
 
     ``at`` chooses where the person refuses: ``"confirm"`` (Abort on the device confirmation
     page), ``"login"`` (Cancel on the sign-in page) or ``"consent"`` (Cancel on the consent page).

@@ -3,10 +3,12 @@
 Load with ``pytest_plugins = ["tests.servers.oidc_fixtures"]`` in a conftest.
 
 - ``oidc_pki``: a CA and a 127.0.0.1 server certificate (session-scoped).
-- ``oidc_provider``: one provider for the session with default lifetimes.
+- ``oidc_provider``: one provider for the session with default lifetimes, IAM-like (it behaves
+  as INDIGO IAM does; see tests/servers/oidc/provider.mjs).
 - ``oidc_provider_factory(**options)``: more providers with other options (see
   :class:`tests.servers.oidc_provider.OIDCProvider`, e.g. ``id_token_ttl=20``,
-  ``device_code_ttl=3``, ``rotate_refresh_tokens="never"``); all stopped at session end.
+  ``device_code_ttl=3``, ``rotate_refresh_tokens="never"``, ``iam_like=False`` for plain
+  oidc-provider behaviour); all stopped at session end.
 """
 
 from __future__ import annotations

@@ -4,10 +4,16 @@
     from tests.servers.oidc_provider import OIDCProvider
 
     with OIDCProvider(make_pki(tmpdir), id_token_ttl=20) as op:
-        op.issuer            # "https://127.0.0.1:<port>" (exactly what it serves and signs)
+        op.issuer            # "https://127.0.0.1:<port>/" (exactly what it serves and signs)
         op.client_id         # public client for the device flow ("kubectl-caas-test")
+        op.confidential_client_id, op.confidential_client_secret   # the same, confidential
         op.token_requests("refresh_token")   # parsed request-log lines of POST /token
         op.introspect(token)                 # RFC 7662 answer, via a confidential client
+        op.suspend("alice")                  # her refresh now gets 401 unauthorized
+
+By default it behaves like INDIGO IAM (``iam_like=True``: IAM's paths, issuer with a trailing
+slash, IAM's device endpoint, errors, tokens and registration; see provider.mjs's header);
+``iam_like=False`` gives plain oidc-provider behaviour for tests of other issuers.
 
 The provider listens on 127.0.0.1, on a port the kernel picks, and prints ``READY <issuer>``
 once it serves; the issuer carries the real port, so there is no port race.
@@ -20,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -28,6 +35,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -95,13 +103,31 @@ class OIDCProvider:
     ``pki`` is an object with ``.ca_cert``, ``.server_cert`` and ``.server_key`` paths (see
     tests/servers/tls.py); ``cert``/``key``/``ca_cert`` override it one by one.
 
-    Lifetimes are in seconds. ``rotate_refresh_tokens``: ``"auto"`` (oidc-provider's default: a
-    public client gets a new refresh token at every refresh and the old one stops working),
-    ``"always"`` or ``"never"`` (the same refresh token keeps working, as IAM probably does).
-    ``trailing_slash=True`` makes the issuer ``https://127.0.0.1:<port>/``, as IAM writes it.
+    ``iam_like`` (default True): behave like INDIGO IAM; False: plain oidc-provider ("generic").
+
+    Lifetimes are in seconds. ``rotate_refresh_tokens``: ``"auto"`` (IAM-like: per client, the
+    preconfigured clients rotate and dynamically registered ones keep their refresh token; a
+    rotated one dies at once; generic: oidc-provider's rule, a public client gets a new refresh
+    token at every refresh and reusing the old one revokes the grant), ``"always"`` or
+    ``"never"`` (the same refresh token keeps working).
+    ``trailing_slash``: the issuer ends with "/" (default: True when IAM-like, else False).
     ``device_interval``: add ``interval`` to the device response (IAM and oidc-provider send none).
     ``accounts`` maps a login name to claims that replace the defaults (``groups`` etc.).
+    IAM-like only: ``organisation_name`` (the ``organisation_name`` claim), ``default_profile``
+    (``"iam"`` or ``"wlcg"``: the token profile of clients that name none),
+    ``access_token_iss_without_slash`` (access tokens' ``iss`` lacks the issuer's trailing slash,
+    as with IAM issue #1118), ``id_token_aud_array`` (ID tokens' ``aud`` as ``[client_id]``
+    instead of the string IAM sends).
+
+    Clients (IAM-like): ``client_id`` (public: device_code + refresh_token, scopes
+    ``CLIENT_SCOPE``), ``confidential_client_id``/``confidential_client_secret`` (the same with
+    client_secret_basic), ``no_device_client_id`` (authorization_code + refresh_token only),
+    ``no_offline_client_id`` (scopes without offline_access), ``wlcg_client_id`` (registered with
+    the ``wlcg`` scope: the WLCG token profile); generic: ``client_id`` alone. Both:
+    ``rs_client_id``/``rs_client_secret``, a confidential client for introspection.
     """
+
+    CLIENT_SCOPE = "openid profile email offline_access wlcg.groups"
 
     def __init__(
         self,
@@ -110,15 +136,20 @@ class OIDCProvider:
         cert: str | os.PathLike[str] | None = None,
         key: str | os.PathLike[str] | None = None,
         ca_cert: str | os.PathLike[str] | None = None,
+        iam_like: bool = True,
         client_id: str = "kubectl-caas-test",
         id_token_ttl: int = 600,
         access_token_ttl: int = 3600,
         device_code_ttl: int = 600,
         refresh_token_ttl: int = 30 * 24 * 3600,
         rotate_refresh_tokens: str = "auto",
-        trailing_slash: bool = False,
+        trailing_slash: bool | None = None,
         device_interval: int | None = None,
         accounts: dict[str, dict[str, Any]] | None = None,
+        organisation_name: str = "indigo-dc",
+        default_profile: str = "iam",
+        access_token_iss_without_slash: bool = False,
+        id_token_aud_array: bool = False,
         port: int = 0,
         workdir: str | os.PathLike[str] | None = None,
         startup_timeout: float = 30.0,
@@ -130,19 +161,38 @@ class OIDCProvider:
             raise ValueError("OIDCProvider needs a pki, or cert, key and ca_cert")
         if rotate_refresh_tokens not in ("auto", "always", "never"):
             raise ValueError("rotate_refresh_tokens must be 'auto', 'always' or 'never'")
+        if default_profile not in ("iam", "wlcg"):
+            raise ValueError("default_profile must be 'iam' or 'wlcg'")
+        generic_only = {"organisation_name": organisation_name != "indigo-dc", "default_profile": default_profile != "iam",
+                        "access_token_iss_without_slash": access_token_iss_without_slash,
+                        "id_token_aud_array": id_token_aud_array}
+        if not iam_like and any(generic_only.values()):
+            raise ValueError(f"IAM-like options given with iam_like=False: {[k for k, v in generic_only.items() if v]}")
+        self.iam_like = iam_like
         self.client_id = client_id
         self.rs_client_id = f"{client_id}-rs"
         self.rs_client_secret = f"{client_id}-rs-secret"
+        # The other preconfigured clients exist only when IAM-like (provider.mjs names them so).
+        self.confidential_client_id = f"{client_id}-confidential" if iam_like else None
+        self.confidential_client_secret = f"{client_id}-confidential-secret" if iam_like else None
+        self.no_device_client_id = f"{client_id}-nodevice" if iam_like else None
+        self.no_offline_client_id = f"{client_id}-nooffline" if iam_like else None
+        self.wlcg_client_id = f"{client_id}-wlcg" if iam_like else None
         self.id_token_ttl = int(id_token_ttl)
         self.access_token_ttl = int(access_token_ttl)
         self.device_code_ttl = int(device_code_ttl)
         self.refresh_token_ttl = int(refresh_token_ttl)
         self.rotate_refresh_tokens = rotate_refresh_tokens
-        self.trailing_slash = trailing_slash
+        self.trailing_slash = iam_like if trailing_slash is None else bool(trailing_slash)
         self.device_interval = device_interval
         self.accounts = accounts or {}
+        self.organisation_name = organisation_name
+        self.default_profile = default_profile
+        self.access_token_iss_without_slash = access_token_iss_without_slash
+        self.id_token_aud_array = id_token_aud_array
         self.port = port
         self.startup_timeout = startup_timeout
+        self._control_token = secrets.token_urlsafe(16)
         self._own_workdir = workdir is None
         self._workdir_arg = workdir
         self.workdir: Path | None = None
@@ -180,6 +230,8 @@ class OIDCProvider:
         args = [
             _node(),
             str(OIDC_DIR / "provider.mjs"),
+            "--mode",
+            "iam" if self.iam_like else "generic",
             "--host",
             "127.0.0.1",
             "--port",
@@ -209,6 +261,19 @@ class OIDCProvider:
             "--trailing-slash",
             "true" if self.trailing_slash else "false",
         ]
+        if self.iam_like:
+            args += [
+                "--organisation-name",
+                self.organisation_name,
+                "--default-profile",
+                self.default_profile,
+                "--access-token-iss",
+                "no-slash" if self.access_token_iss_without_slash else "issuer",
+                "--id-token-aud",
+                "array" if self.id_token_aud_array else "string",
+                "--control-token",
+                self._control_token,
+            ]
         if self.device_interval is not None:
             args += ["--device-interval", str(int(self.device_interval))]
         if self.accounts:
@@ -324,6 +389,51 @@ class OIDCProvider:
     @property
     def introspection_endpoint(self) -> str:
         return self.discovery()["introspection_endpoint"]
+
+    @property
+    def userinfo_endpoint(self) -> str:
+        return self.discovery()["userinfo_endpoint"]
+
+    @property
+    def jwks_uri(self) -> str:
+        return self.discovery()["jwks_uri"]
+
+    @property
+    def registration_endpoint(self) -> str:
+        """RFC 7591 dynamic registration (IAM-like only; open to anyone)."""
+        return self.discovery()["registration_endpoint"]
+
+    def register_client(self, **metadata: Any) -> dict[str, Any]:
+        """Register a client dynamically, as anyone may at IAM; returns the 201 answer (client_id,
+        client_secret when confidential, registration_access_token, registration_client_uri, ...)."""
+        resp = requests.post(self.registration_endpoint, json=metadata, verify=self.ca_cert, timeout=_HTTP_TIMEOUT)
+        if resp.status_code != 201:
+            raise OIDCProviderError(f"registration refused: HTTP {resp.status_code} {resp.text}")
+        return resp.json()
+
+    # -- accounts (IAM-like only) ----------------------------------------------------------------
+    def set_account(self, login: str, *, suspended: bool | None = None, aup_due: bool | None = None) -> dict[str, Any]:
+        """Flag an account: ``suspended`` (its refreshes get 401 ``unauthorized``, as IAM answers
+        for a disabled user) and ``aup_due`` (400 ``invalid_grant``: the AUP must be signed).
+        Returns the account's flags."""
+        if not self.iam_like:
+            raise OIDCProviderError("account flags exist only in the IAM-like mode")
+        changes = {k: v for k, v in (("suspended", suspended), ("aup_due", aup_due)) if v is not None}
+        resp = requests.post(self._control_url(login), json=changes, verify=self.ca_cert, timeout=_HTTP_TIMEOUT)
+        resp.raise_for_status()
+        return resp.json()
+
+    def suspend(self, login: str) -> None:
+        self.set_account(login, suspended=True)
+
+    def reinstate(self, login: str) -> None:
+        self.set_account(login, suspended=False)
+
+    def require_aup(self, login: str, due: bool = True) -> None:
+        self.set_account(login, aup_due=due)
+
+    def _control_url(self, login: str) -> str:
+        return self.url(f"/_kubectl-caas-test/{self._control_token}/accounts/{quote(login, safe='')}")
 
     # -- request log ---------------------------------------------------------------------------
     def requests(self) -> list[dict[str, Any]]:
