@@ -192,7 +192,7 @@ class OIDCProvider:
         self.id_token_aud_array = id_token_aud_array
         self.port = port
         self.startup_timeout = startup_timeout
-        self._control_token = secrets.token_urlsafe(16)
+        self._control_token = secrets.token_hex(16)
         self._own_workdir = workdir is None
         self._workdir_arg = workdir
         self.workdir: Path | None = None
