@@ -127,13 +127,16 @@ def login(
 
 def _issuer_mismatch(entry: Dict[str, Any], kind: str) -> Optional[str]:
     """When an access token is the bearer and its `iss` is not the discovery issuer (INDIGO IAM may
-    drop the slash: IAM issue #1118), the API server must be configured with the token's."""
+    drop the slash: IAM issue #1118). kube-apiserver skips a token whose `iss` is not its
+    issuer.url, and refuses a discovery document that names another issuer than issuer.url, so
+    such tokens pass only where the operator serves a discovery document naming the token's."""
     token = (entry.get("tokens") or {}).get(kind) or {}
     issuer = token.get("issuer")
     if kind != "access" or not issuer or issuer == entry.get("issuer"):
         return None
-    return (f"the access token's issuer is '{issuer}', not the discovery issuer '{entry.get('issuer')}': the API "
-            f"server must be configured with '{issuer}' (see the operator guide)")
+    return (f"the access token's issuer is '{issuer}', not the discovery issuer '{entry.get('issuer')}': "
+            f"an API server accepts it only when set up for '{issuer}' with a discovery document naming it "
+            f"(see the operator guide), else use the ID token (--token id)")
 
 
 def _revoke_quietly(provider, old: Optional[str], new: Optional[str]) -> None:

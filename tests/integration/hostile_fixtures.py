@@ -37,7 +37,7 @@ BOUND = 20.0
 
 TOKENS = "/v3/auth/tokens"
 DISCOVERY = "/.well-known/openid-configuration"
-DEVICE_AUTH = "/device/auth"
+DEVICE_AUTH = "/devicecode"  # INDIGO IAM's path, which the test provider serves
 TOKEN = "/token"
 CODE_LINE = re.compile(r"open (\S+) and enter the code (\S+)")
 

@@ -417,8 +417,8 @@ def test_rewrite_json_edits_a_real_device_authorization_answer(oidc_provider, oi
 
     with FaultProxy(oidc_provider.issuer, oidc_pki.server_cert, oidc_pki.server_key,
                     upstream_ca=oidc_provider.ca_cert) as proxy:
-        proxy.rewrite_json("POST", "/device/auth", edit)
-        answer = web.post(proxy.url + "/device/auth", data={"client_id": oidc_provider.client_id, "scope": "openid"},
+        proxy.rewrite_json("POST", "/devicecode", edit)
+        answer = web.post(proxy.url + "/devicecode", data={"client_id": oidc_provider.client_id, "scope": "openid"},
                           verify=str(oidc_pki.ca_cert), timeout=10)
     assert answer.status_code == 200, answer.text
     document = answer.json()

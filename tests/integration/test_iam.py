@@ -43,7 +43,9 @@ def test_device_code_login_configures_kubectl(fast_provider, iam_site, workspace
     for secret in (cached["refresh_token"], cached["tokens"]["id"]["value"], cached["tokens"]["access"]["value"]):
         assert secret not in raw
     exec_ = workspace.config()["users"][0]["user"]["exec"]
-    assert exec_["args"][:3] == ["get-token", "--issuer", fast_provider.issuer]
+    # One spelling of the issuer in the kubeconfig, without IAM's trailing slash (the cache key agrees).
+    assert fast_provider.issuer.endswith("/")
+    assert exec_["args"][:3] == ["get-token", "--issuer", fast_provider.issuer.rstrip("/")]
     assert exec_["interactiveMode"] == "IfAvailable"
 
 
@@ -108,12 +110,29 @@ def test_logout_revokes_the_grant_and_kubectl_no_longer_gets_in(fast_provider, i
     assert after.returncode == 5 and "kubectl iam login" in after.stderr
 
 
-def test_refused_sign_in_ends_with_one_clear_line(fast_provider, iam_site, workspace):
-    iam_site(fast_provider)
-    result = login(workspace, fast_provider, person="deny")
+def test_refused_sign_in_ends_with_one_clear_line(oidc_provider_factory, iam_site, workspace):
+    # A provider that answers a denial with access_denied (RFC 8628), as plain oidc-provider does.
+    provider = oidc_provider_factory(iam_like=False, device_interval=1)
+    iam_site(provider)
+    result = login(workspace, provider, person="deny")
     assert result.returncode == 3
     assert result.stderr.strip().splitlines()[-1].startswith("kubectl-iam: error: the sign-in was refused")
     assert "Traceback" not in result.stderr
+    assert not workspace.kubeconfig.exists() and workspace.cache_entries() == {}
+
+
+def test_denial_at_iam_ends_at_the_code_expiry_with_a_line_that_names_both_causes(oidc_provider_factory,
+                                                                                   iam_site, workspace):
+    # INDIGO IAM never answers access_denied: a denied code stays pending until it expires.
+    provider = oidc_provider_factory(device_interval=1, device_code_ttl=4)
+    iam_site(provider)
+    result = login(workspace, provider, person="deny")
+    assert result.returncode == 3, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "the code expired" in last and "denied" in last, last
+    assert "Traceback" not in result.stderr
+    polls = provider.token_requests("device_code")
+    assert polls and {p.get("error") for p in polls} <= {"authorization_pending", "expired_token"}
     assert not workspace.kubeconfig.exists() and workspace.cache_entries() == {}
 
 

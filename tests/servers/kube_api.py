@@ -115,7 +115,8 @@ class OIDCIssuerConfig:
 
     ``allowed_namespaces=None`` lets the issuer's users into every namespace and cluster-scoped
     resources; a sequence limits them to those namespaces. ``discovery_url`` overrides
-    ``<issuer without trailing slash>/.well-known/openid-configuration``.
+    ``<issuer without trailing slash>/.well-known/openid-configuration`` (the document found there
+    must still name ``issuer_url`` as its issuer, as kube-apiserver requires).
     """
 
     issuer_url: str
@@ -246,8 +247,10 @@ class _OIDCVerifier:
         resp = _upstream_get(discovery, self._verify_arg())
         resp.raise_for_status()
         doc = resp.json()
-        # go-oidc (used by kube-apiserver) refuses a discovery document for another issuer.
-        if cfg.discovery_url is None and doc.get("issuer") != cfg.issuer_url:
+        # kube-apiserver builds its verifier with go-oidc's NewProvider(issuer.url), which refuses a
+        # discovery document naming another issuer; a discoveryURL only changes where the document
+        # is fetched from (a rewriting round-tripper), not that check.
+        if doc.get("issuer") != cfg.issuer_url:
             raise _AuthError(f"discovery document names issuer {doc.get('issuer')!r}")
         resp = _upstream_get(doc["jwks_uri"], self._verify_arg())
         resp.raise_for_status()
