@@ -106,7 +106,7 @@ Print an ExecCredential for kubectl on stdout. kubectl runs this for you: `login
 options below into your kubeconfig. Answers from the cache while the token is good; otherwise
 renews it silently ({renew}) and, when kubectl says a person is at a terminal, asks them.
 
-Options: {options} --debug
+Options: {options} --debug --force-refresh (renew even a token that is still good)
 Environment: KUBERNETES_EXEC_INFO (set by kubectl), {environment}, KUBECTL_CAAS_CACHE_DIR, KUBECTL_CAAS_TIMEOUT
 
 Example: {command} get-token {example}
@@ -129,11 +129,15 @@ def get_token(plugin: Plugin, argv: List[str], runtime: Runtime) -> int:
                 options=" ".join(f"--{o.flag}" for o in identity.exec_options(plugin.options))))
             return 0
         api_version, interactive = exec_info(runtime.environ)
+        # --force-refresh: renew even a token that is still good (new group memberships, say).
+        force = bool(flags.get("force-refresh"))
+        if force and not values:  # typed by a person: the current context's login
+            values = _current_context_values(plugin)
         kind = plugin.bearer(values)
         path = plugin.entry_path(values)
-        token = fresh_token(cache.read_entry(path), kind, runtime.clock())
+        token = None if force else fresh_token(cache.read_entry(path), kind, runtime.clock())
         if token is None:
-            token = _renew(plugin, values, kind, path, interactive, runtime)
+            token = _renew(plugin, values, kind, path, interactive, runtime, force)
         sys.stdout.write(exec_credential(api_version, token) + "\n")
         return 0
     except CaasError as exc:
@@ -148,8 +152,17 @@ def get_token(plugin: Plugin, argv: List[str], runtime: Runtime) -> int:
         return report_unexpected(plugin.command, exc, runtime.debug)
 
 
+def _current_context_values(plugin: Plugin) -> Dict[str, str]:
+    """get-token's values from the current kubeconfig context, when it is one of the plugin's."""
+    from kubectl_caas import contexts
+
+    _, chosen = contexts.plugin_contexts(plugin, None, False, None)
+    (_, _, args), = chosen
+    return contexts.exec_values(plugin, args)
+
+
 def _renew(plugin: Plugin, values: Dict[str, str], kind: str, path: str, interactive: Optional[bool],
-           runtime: Runtime) -> Mapping[str, Any]:
+           runtime: Runtime, force: bool = False) -> Mapping[str, Any]:
     if interactive is None:  # not run by kubectl: a person at a terminal may answer
         interactive = runtime.isatty()
     from kubectl_caas import store
@@ -157,7 +170,7 @@ def _renew(plugin: Plugin, values: Dict[str, str], kind: str, path: str, interac
     with store.locked(path):
         # Another process may have renewed the entry while we waited for the lock.
         entry = cache.read_entry(path)
-        token = fresh_token(entry, kind, runtime.clock())
+        token = None if force else fresh_token(entry, kind, runtime.clock())
         if token is not None:
             return token
         entry = store.load(plugin, path, entry)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 # get-token's own flags, besides the identity's options.
-GET_TOKEN_FLAGS = ("debug",)
+GET_TOKEN_FLAGS = ("debug", "force-refresh")
 
 
 class Option:

@@ -51,6 +51,9 @@ IAM_OPTIONS = (
     Option("scope", "scopes [default: openid profile email offline_access]", env=("IAM_SCOPE",), key=True),
     Option("audience", "audience to request, sent on every token request", env=("IAM_AUDIENCE",), key=True),
     Option("token", "bearer for kubectl: id (ID token, the default) or access", env=("IAM_TOKEN",)),
+    # A service account (CI, services): no person, the client's own access token.
+    Option("grant", "client-credentials: a service account's token, renewed with IAM_CLIENT_SECRET from the "
+           "environment [default: a person signs in]", env=("IAM_GRANT",), key=True, person=True),
     # Several people (a personal and a service account, say) at one issuer with one client: each
     # context's login gets its own cache entry.
     Option("account", "a label for this sign-in, so that several can live side by side at one issuer and client "

@@ -50,6 +50,15 @@ class _ClientMeaning:
         check_issuer_url(self.issuer)
         if self.scope == DEFAULT_SCOPE:
             put(self, "scope", None)
+        if self.grant not in (None, "", "client-credentials"):
+            raise UsageError(f"--grant must be 'client-credentials', not {self.grant!r}")
+        if self.grant:
+            # A service account has no person and so no ID token: kubectl gets the access token
+            # (written into the exec args, where get-token's cache hit reads it).
+            if self.token not in (None, "access"):
+                raise UsageError("a service account (--client-credentials) has only an access token",
+                                 "leave out --token id")
+            put(self, "token", "access")
         if self.token == "id":
             put(self, "token", None)
         if self.bearer not in ("id", "access"):

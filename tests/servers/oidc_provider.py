@@ -123,7 +123,8 @@ class OIDCProvider:
     ``CLIENT_SCOPE``), ``confidential_client_id``/``confidential_client_secret`` (the same with
     client_secret_basic), ``no_device_client_id`` (authorization_code + refresh_token only),
     ``no_offline_client_id`` (scopes without offline_access), ``wlcg_client_id`` (registered with
-    the ``wlcg`` scope: the WLCG token profile); generic: ``client_id`` alone. Both:
+    the ``wlcg`` scope: the WLCG token profile), ``service_client_id``/``service_client_secret``
+    (client_credentials only: a service account); generic: ``client_id`` alone. Both:
     ``rs_client_id``/``rs_client_secret``, a confidential client for introspection.
     """
 
@@ -176,6 +177,8 @@ class OIDCProvider:
         self.confidential_client_id = f"{client_id}-confidential" if iam_like else None
         self.confidential_client_secret = f"{client_id}-confidential-secret" if iam_like else None
         self.no_device_client_id = f"{client_id}-nodevice" if iam_like else None
+        self.service_client_id = f"{client_id}-service" if iam_like else None
+        self.service_client_secret = f"{client_id}-service-secret" if iam_like else None
         self.no_offline_client_id = f"{client_id}-nooffline" if iam_like else None
         self.wlcg_client_id = f"{client_id}-wlcg" if iam_like else None
         self.id_token_ttl = int(id_token_ttl)
@@ -412,13 +415,16 @@ class OIDCProvider:
         return resp.json()
 
     # -- accounts (IAM-like only) ----------------------------------------------------------------
-    def set_account(self, login: str, *, suspended: bool | None = None, aup_due: bool | None = None) -> dict[str, Any]:
+    def set_account(self, login: str, *, suspended: bool | None = None, aup_due: bool | None = None,
+                    groups: list[str] | None = None) -> dict[str, Any]:
         """Flag an account: ``suspended`` (its refreshes get 401 ``unauthorized``, as IAM answers
-        for a disabled user) and ``aup_due`` (400 ``invalid_grant``: the AUP must be signed).
-        Returns the account's flags."""
+        for a disabled user) and ``aup_due`` (400 ``invalid_grant``: the AUP must be signed);
+        ``groups`` replaces its group memberships in the tokens minted from now on (``wlcg.groups``
+        gets the same names with a leading slash). Returns the account's flags."""
         if not self.iam_like:
             raise OIDCProviderError("account flags exist only in the IAM-like mode")
-        changes = {k: v for k, v in (("suspended", suspended), ("aup_due", aup_due)) if v is not None}
+        changes = {k: v for k, v in (("suspended", suspended), ("aup_due", aup_due), ("groups", groups))
+                   if v is not None}
         resp = requests.post(self._control_url(login), json=changes, verify=self.ca_cert, timeout=_HTTP_TIMEOUT)
         resp.raise_for_status()
         return resp.json()

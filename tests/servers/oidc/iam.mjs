@@ -166,7 +166,13 @@ export class IamLayer {
   // IamJWTProfileIdTokenCustomizer and WLCGIdTokenCustomizer: claims by granted scope; the WLCG
   // profile drops `groups` and gives `wlcg.groups` (with a leading slash) for a wlcg.groups scope.
   idTokenClaims(client, login, scopes) {
-    const account = this.claimsFor(login);
+    const account = { ...this.claimsFor(login) };
+    // Group membership changed through the test-control path (as an IAM administrator would).
+    const changed = this.accounts.get(login)?.groups;
+    if (changed) {
+      account.groups = changed;
+      account['wlcg.groups'] = changed.map((g) => `/${g}`);
+    }
     const claims = {};
     if (scopes.has('profile')) {
       claims.name = account.name;
@@ -231,7 +237,9 @@ export class IamLayer {
     const body = ctx.body;
     if (ctx.status !== 200 || !body || typeof body !== 'object' || !body.access_token) return;
     const scopes = new Set(splitSpaces(body.scope));
-    const sub = ctx.oidc.entities.AccessToken?.accountId;
+    // A client-credentials token has no person: IAM puts the client id in sub.
+    const sub = ctx.oidc.entities.AccessToken?.accountId
+      ?? (ctx.oidc.entities.ClientCredentials ? client.clientId : undefined);
     if (body.id_token) body.id_token = this.mintIdToken(client, body.id_token, scopes);
     body.access_token = this.mintAccessToken(client, body.access_token, sub, body.expires_in, aud);
   }
@@ -287,7 +295,8 @@ export class IamLayer {
     };
   }
 
-  // Test control: POST <controlPath><login> with JSON {suspended?: bool, aup_due?: bool};
+  // Test control: POST <controlPath><login> with JSON {suspended?: bool, aup_due?: bool,
+  // groups?: [string]} (groups: the account's new memberships, in tokens minted from now on);
   // GET answers the account's flags.
   async control(ctx) {
     const login = decodeURIComponent(ctx.path.slice(this.controlPath.length));
@@ -301,7 +310,8 @@ export class IamLayer {
         return answer(ctx, 400, { error: 'body must be JSON' });
       }
       for (const [name, value] of Object.entries(changes)) {
-        if (!ACCOUNT_FLAGS.includes(name) || typeof value !== 'boolean') {
+        const isGroups = name === 'groups' && Array.isArray(value) && value.every((g) => typeof g === 'string');
+        if (!isGroups && (!ACCOUNT_FLAGS.includes(name) || typeof value !== 'boolean')) {
           return answer(ctx, 400, { error: `unknown flag or not a boolean: ${name}` });
         }
         flags[name] = value;
