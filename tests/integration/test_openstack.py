@@ -382,3 +382,17 @@ def test_credential_made_by_an_interactive_renewal_is_deleted_at_logout(keystone
     logout = workspace.run("kubectl-openstack", "logout", "--password-stdin", input=PASSWORD)
     assert logout.returncode == 0, logout.stderr
     assert keystone.list_application_credentials(alice["id"]) == []
+
+
+def test_forced_refresh_replaces_a_still_valid_token_with_the_remembered_credential(keystone, site, workspace,
+                                                                                     alice):
+    assert login(workspace, alice["name"]).returncode == 0
+    before = cached_token(workspace)["tokens"]["keystone"]
+    forced = workspace.run("kubectl-openstack", "get-token", "--force-refresh")
+    assert forced.returncode == 0, forced.stderr
+    after = cached_token(workspace)["tokens"]["keystone"]
+    assert after["value"] != before["value"] and after["value"] == exec_credential(forced)["status"]["token"]
+    # kubectl is then served the new token from the cache
+    pods = workspace.kubectl("get", "pods", "-n", "cms")
+    assert pods.returncode == 0, pods.stderr
+    assert cached_token(workspace)["tokens"]["keystone"]["value"] == after["value"]
