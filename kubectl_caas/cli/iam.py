@@ -3,7 +3,7 @@ keep kubectl's token fresh. Thin: options and presentation; the work is in oidc.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Set
 
 import typer
 
@@ -33,18 +33,43 @@ def _issuer_profile(settings: Settings, issuer: str) -> Dict[str, Any]:
     return merged
 
 
-def _client(settings: Settings):
+def _client_values(settings: Settings) -> Dict[str, Any]:
     from kubectl_caas.oidc import Client
 
     issuer = settings.get("issuer")
     if not issuer:
         raise UsageError("no issuer", "pass --issuer URL or set IAM_ISSUER")
     per_issuer = _issuer_profile(settings, issuer)
-    values = {f: settings.get(f) or per_issuer.get(f) for f in Client.__dataclass_fields__}
+    return {f: settings.get(f) or per_issuer.get(f) for f in Client.__dataclass_fields__}
+
+
+def _client(settings: Settings):
+    from kubectl_caas.oidc import Client
+
+    values = _client_values(settings)
     if not values["client_id"]:
-        raise UsageError(f"no OAuth client id for {issuer}", settings.hint("client_id")
-                         or "pass --client-id or set IAM_CLIENT_ID")
+        raise UsageError(f"no OAuth client id for {values['issuer']}", settings.hint("client_id")
+                         or "pass --client-id or set IAM_CLIENT_ID, or let `--register` register a client")
     return Client(**values)
+
+
+def _registering(settings: Settings, rt: Runtime, client_id: Optional[str], secret_stdin: bool):
+    """`login --register`: a Provider for the issuer before there is a client id (oidc/registration.py)."""
+    from kubectl_caas.oidc import registration
+
+    if client_id or secret_stdin:
+        raise UsageError("--register registers a client of its own, so it takes no --client-id or "
+                         "--client-secret-stdin", "drop one or the other")
+    return registration.provider_for_issuer(dict(_client_values(settings), client_id=None), rt)
+
+
+def _registered(provisional, storage: str):
+    """The registration for the issuer and account (reused, else new) and a Provider for its client."""
+    from kubectl_caas.oidc import Provider, registration
+
+    record = registration.ensure(provisional, storage)
+    client = type(provisional.client)(**dict(provisional.client.values(), client_id=record["client_id"]))
+    return Provider(client, provisional.runtime, record.get("client_secret"), provisional.metadata, provisional.jwks)
 
 
 def _context_name(settings: Settings, client) -> str:
@@ -59,6 +84,8 @@ def login(
     identity_flags: Dict[str, Optional[str]],
     client_secret_stdin: bool = typer.Option(False, "--client-secret-stdin",
                                              help="read the client secret from standard input [env IAM_CLIENT_SECRET]"),
+    register: bool = typer.Option(False, "--register", help="no client id? register a client at the issuer (RFC 7591) "
+                                  "and sign in with it; later logins reuse it, logout deletes it"),
     profile: Optional[str] = options.profile(PLUGIN),
     server: Optional[str] = options.Server,
     certificate_authority: Optional[str] = options.CertificateAuthority,
@@ -82,14 +109,18 @@ def login(
     if context and not flags.get("account"):
         flags["account"] = context  # a context of one's own: a cache entry of its own
     settings = Settings.load(PLUGIN, flags, rt.environ, profile)
-    client = _client(settings)
+    provisional = _registering(settings, rt, identity_flags.get("client_id"), client_secret_stdin) if register else None
+    client = provisional.client if provisional else _client(settings)
     target = common.LoginTarget.from_settings(settings, rt, context or _context_name(settings, client),
                                               kubeconfig_path, force)
-    same_user = contexts.same_person(PLUGIN, client.values())
+    # With --register the client is not known yet: the same person is the same issuer (and account).
+    same_user = contexts.same_person(PLUGIN, dict(client.values(), client_id=None if provisional else client.client_id))
     # Refuse a broken kubeconfig or a conflicting context before the person spends time in the browser.
     kubeconfig.check_before_login(target.context, target.server, same_user, kubeconfig_path, force)
 
-    provider = oidc.Provider(client, rt, settings.get("client_secret"))
+    provider = _registered(provisional, target.storage) if provisional else \
+        oidc.Provider(client, rt, settings.get("client_secret"))
+    client = provider.client
 
     def announce(device: Mapping[str, Any]) -> None:
         oidc.announce(device, rt)
@@ -186,6 +217,7 @@ def logout(
     Example: kubectl iam logout --all
     """
     from kubectl_caas import oidc
+    from kubectl_caas.oidc import registration
 
     rt = runtime(ctx)
     _merged, chosen = contexts.plugin_contexts(PLUGIN, context, all_, kubeconfig_path)
@@ -194,8 +226,10 @@ def logout(
         return
     done = set()
     failures = 0
+    ends: Dict[str, Any] = {}  # registration records of these contexts' issuers and accounts
     for name, _body, args in chosen:
         values, path = common.cache_entry_for(PLUGIN, args)
+        ends.setdefault(registration.record_path(values.get("issuer") or "", values.get("account")), (name, values))
         if path in done:
             continue
         done.add(path)
@@ -215,9 +249,39 @@ def logout(
                     rt.notice(f"{name}: could not revoke the refresh token: {exc}")
             store.forget(PLUGIN, path)
             rt.notice(f"{name}: logged out (cache entry removed)")
+    problems = _end_registrations(ends, {c[0] for c in chosen}, kubeconfig_path, rt)
+    if problems and not failures:
+        raise CaasError("; ".join(problems))
+    for line in problems:
+        rt.notice(line)
     if failures:
         raise CaasError("some refresh tokens could not be revoked (the local copies are deleted anyway)",
                         "retry when the provider is reachable, or revoke them in its web interface")
+
+
+def _end_registrations(ends: Dict[str, Any], chosen: Set[str], kubeconfig_path: Optional[str], rt: Runtime) -> List[str]:
+    """After a logout: delete the clients `login --register` registered for these contexts' issuers
+    and accounts, unless a context still signed in uses them. One line per client it could not delete."""
+    from kubectl_caas import cache
+    from kubectl_caas.oidc import normalise_issuer, registration
+
+    _merged, everyone = contexts.plugin_contexts(PLUGIN, None, True, kubeconfig_path)
+    signed_in = []  # (issuer, client id, context) of the other contexts that still hold tokens
+    for name, _body, args in everyone:
+        try:
+            values, path = common.cache_entry_for(PLUGIN, args)
+        except CaasError:
+            continue
+        if name not in chosen and cache.read_entry(path) is not None:
+            signed_in.append((normalise_issuer(values.get("issuer") or ""), values.get("client_id"), name))
+    problems = []
+    for path, (name, values) in ends.items():
+        issuer = normalise_issuer(values.get("issuer") or "")
+        line = registration.end(path, values, rt, name,
+                                lambda cid, i0=issuer: [n for i, c, n in signed_in if (i, c) == (i0, cid)])
+        if line:
+            problems.append(f"{name}: {line}")
+    return problems
 
 
 def run(argv: List[str], rt: Runtime) -> None:
