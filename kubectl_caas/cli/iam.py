@@ -1,4 +1,4 @@
-"""kubectl-iam: sign in to an INDIGO IAM issuer (or any OpenID provider) with a device code and
+"""kubectl-iam: sign in to an INDIGO IAM issuer (or any OpenID provider), in a browser or with a device code, and
 keep kubectl's token fresh. Thin: options and presentation; the work is in oidc.py and the core."""
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from kubectl_caas.runtime import Runtime
 from kubectl_caas.settings import Settings
 
 app = new_app(PLUGIN,
-              "Sign in to INFN's INDIGO IAM (or another OpenID provider) with a device code and configure kubectl.\n\n"
+              "Sign in to INFN's INDIGO IAM (or another OpenID provider) in a browser or with a device code and "
+              "configure kubectl.\n\n"
               "kubectl then renews its token by itself through `kubectl-iam get-token`, with the refresh token.\n\n"
               "Example: kubectl iam login --issuer https://iam.cloud.infn.it --client-id my-client")
 
@@ -93,16 +94,21 @@ def login(
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="namespace of the context"),
     kubeconfig_path: Optional[str] = options.Kubeconfig,
     force: bool = options.Force,
-    no_browser: bool = typer.Option(False, "--no-browser", help="only print the link and the code"),
+    browser: bool = typer.Option(False, "--browser", help="sign in through a browser on this machine (authorization "
+                                 "code with PKCE) [default when a desktop browser and a terminal are there]"),
+    no_browser: bool = typer.Option(False, "--no-browser", help="sign in with a device code; only print the link "
+                                    "and the code"),
     debug: bool = options.Debug,
 ) -> None:
-    """Sign in with a device code (shown here; approve it in any browser) and configure kubectl.
+    """Sign in (in this desktop's browser, else with a device code to approve in any browser) and configure kubectl.
 
     Example: kubectl iam login --client-id my-client --server https://caas.example.org:6443
     """
     from kubectl_caas import oidc
 
     rt = runtime(ctx)
+    if browser and no_browser:
+        raise UsageError("--browser and --no-browser contradict each other", "pass one of them")
     flags = dict(identity_flags, server=server, certificate_authority=certificate_authority, namespace=namespace)
     if client_secret_stdin:
         flags["client_secret"] = common.read_secret_stdin("client-secret")
@@ -128,7 +134,12 @@ def login(
         if not no_browser and rt.open_browser(str(page)):
             rt.notice("(opened it in your browser)")
 
-    entry = oidc.device_login(provider, announce)
+    from kubectl_caas.browser import can_open
+
+    if browser or (not no_browser and can_open(rt.environ) and rt.isatty()):
+        entry = oidc.browser_login(provider, rt)
+    else:
+        entry = oidc.device_login(provider, announce)
     from kubectl_caas.clock import note_offset
 
     identity = type(client)(**dict(client.values(), token_storage=None if target.storage == "disk" else target.storage))

@@ -2,14 +2,15 @@
 `renew` when the cached bearer is missing or about to expire, under the entry's lock).
 
 It refreshes with the refresh token when there is one and the provider still honours it; when
-not, it tells a person at a terminal to sign in again with a device code, and tells kubectl (no
-one to ask) that a login is required.
+not, it tells a person at a terminal to sign in again (in the desktop's browser when there is one,
+else with a device code), and tells kubectl (no one to ask) that a login is required.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 from kubectl_caas.errors import LoginRequired
+from kubectl_caas.oidc.browser_flow import browser_login
 from kubectl_caas.oidc.client import Client, normalise_issuer
 from kubectl_caas.oidc.device import announce, device_login
 from kubectl_caas.oidc.provider import OAuthError, Provider
@@ -38,7 +39,7 @@ def provider_for(client: Client, runtime: Runtime, client_secret: Optional[str] 
 
 def renew(values: Mapping[str, str], entry: Optional[Dict[str, Any]], runtime: Runtime,
           interactive: bool) -> Dict[str, Any]:
-    """A fresh bearer for get-token: refresh, else (a person at a terminal) a new device flow."""
+    """A fresh bearer for get-token: refresh, else (a person at a terminal) a new sign-in."""
     entry = entry or {}
     client = Client.from_values(values)
     secret = entry.get("client_secret") or runtime.getenv("IAM_CLIENT_SECRET")
@@ -59,4 +60,8 @@ def renew(values: Mapping[str, str], entry: Optional[Dict[str, Any]], runtime: R
     if not interactive:
         raise LoginRequired(f"cannot renew the token from {client.issuer}: {why}", "run `kubectl iam login`")
     runtime.notice(f"kubectl-iam: {why}; sign in again")
+    from kubectl_caas.browser import can_open
+
+    if can_open(runtime.environ):  # a desktop: sign in in its browser
+        return browser_login(provider, runtime)
     return device_login(provider, lambda device: announce(device, runtime))

@@ -25,9 +25,10 @@ MAX_CACHED_DOCUMENT = 64 << 10
 KEPT_CLAIMS = ("sub", "preferred_username", "name", "email", "groups", "wlcg.groups")
 
 
-def verify_id_token(provider: Provider, id_token: str) -> Dict[str, Any]:
+def verify_id_token(provider: Provider, id_token: str, nonce: Optional[str] = None) -> Dict[str, Any]:
     """The ID token's claims, once its signature checks out against the issuer's keys and iss,
-    aud, azp and the times are what kube-apiserver will require; AuthError otherwise."""
+    aud, azp and the times are what kube-apiserver will require, and it carries `nonce` when the
+    sign-in sent one (OIDC Core §3.1.3.7); AuthError otherwise."""
     from joserfc import jwt
     from joserfc.errors import InvalidKeyIdError, JoseError
 
@@ -49,6 +50,8 @@ def verify_id_token(provider: Provider, id_token: str) -> Dict[str, Any]:
         raise AuthError(f"the ID token is not meant for client {client_id} (aud {audience!r})")
     if "azp" in claims and claims["azp"] != client_id:
         raise AuthError(f"the ID token was issued to client {claims['azp']!r}, not {client_id}")
+    if nonce is not None and claims.get("nonce") != nonce:
+        raise AuthError("the ID token's nonce is not the one this sign-in sent", "run the login again")
     exp = clock.finite_number(claims.get("exp"))
     # No leeway here: an ID token that is already expired would be handed to kubectl dead.
     if exp is None or exp <= now:
@@ -95,7 +98,7 @@ def access_token_expiry(provider: Provider, access_token: str, expires_in: Any) 
 
 
 def entry_from_tokens(provider: Provider, tokens: Mapping[str, Any],
-                      previous: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                      previous: Optional[Mapping[str, Any]] = None, nonce: Optional[str] = None) -> Dict[str, Any]:
     """A cache entry from a token answer, checking the ID token first.
 
     A refresh answer may omit the refresh token (not rotated) or the ID token; what it omits is
@@ -116,7 +119,7 @@ def entry_from_tokens(provider: Provider, tokens: Mapping[str, Any],
 
     id_token = tokens.get("id_token")
     if isinstance(id_token, str) and id_token:
-        claims = verify_id_token(provider, id_token)
+        claims = verify_id_token(provider, id_token, nonce)
         entry_tokens["id"] = {"value": id_token, **local(float(claims["exp"]))}
     access_token = tokens.get("access_token")
     if isinstance(access_token, str) and access_token:

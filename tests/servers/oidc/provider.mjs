@@ -66,8 +66,9 @@
 // Options come from the command line (--name value) or, failing that, the environment
 // (OIDC_NAME, upper case, dashes as underscores). See `node provider.mjs --help`.
 //
-// Clients (C is --client-id): C, public (device_code + refresh_token; scopes openid profile
-// email offline_access wlcg.groups). In iam mode also: C-confidential (secret
+// Clients (C is --client-id): C, public (device_code + refresh_token, and authorization_code
+// with PKCE to http://127.0.0.1:<any port>/callback; scopes openid profile email offline_access
+// wlcg.groups). In iam mode also: C-confidential (secret
 // C-confidential-secret, client_secret_basic, same grants and scopes), C-nodevice (public,
 // authorization_code + refresh_token, loopback redirect URI), C-nooffline (public, device_code +
 // refresh_token, scopes without offline_access), C-wlcg (public, like C plus the `wlcg` scope: the
@@ -320,10 +321,19 @@ const rsClient = {
   response_types: [],
   redirect_uris: [],
 };
+// The main public client also signs in through a browser (authorization code with PKCE and a
+// loopback redirect, RFC 8252), as kubectl-iam does on a desktop: registered, as at IAM, with a
+// loopback redirect URI; as a native client, oidc-provider lets it use that URI on any port.
+const browserSignIn = {
+  application_type: 'native',
+  grant_types: [DEVICE_GRANT, 'refresh_token', 'authorization_code'],
+  response_types: ['code'],
+  redirect_uris: ['http://127.0.0.1/callback'],
+};
 const IAM_CLIENT_SCOPE = 'openid profile email offline_access wlcg.groups';
 const clients = iamMode
   ? [
-    publicDeviceClient(clientId, IAM_CLIENT_SCOPE),
+    publicDeviceClient(clientId, IAM_CLIENT_SCOPE, browserSignIn),
     publicDeviceClient(`${clientId}-confidential`, IAM_CLIENT_SCOPE, {
       client_secret: `${clientId}-confidential-secret`,
       token_endpoint_auth_method: 'client_secret_basic',
@@ -342,7 +352,7 @@ const clients = iamMode
     publicDeviceClient(`${clientId}-wlcg`, `${IAM_CLIENT_SCOPE} wlcg`),
     { ...rsClient, scope: IAM_CLIENT_SCOPE },
   ]
-  : [publicDeviceClient(clientId), rsClient];
+  : [publicDeviceClient(clientId, undefined, browserSignIn), rsClient];
 // reuse_refresh_token of the preconfigured clients in iam mode: they rotate.
 const staticReuse = new Map(clients.map((c) => [c.client_id, false]));
 
