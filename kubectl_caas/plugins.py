@@ -54,6 +54,9 @@ IAM_OPTIONS = (
     # A service account (CI, services): no person, the client's own access token.
     Option("grant", "client-credentials: a service account's token, renewed with IAM_CLIENT_SECRET from the "
            "environment [default: a person signs in]", env=("IAM_GRANT",), key=True, person=True),
+    # The person's own oidc-agent (its socket from OIDC_SOCK) hands out the tokens: no sign-in here.
+    Option("oidc-agent", "take access tokens from this oidc-agent account (made with oidc-gen) instead of signing "
+           "in here", env=("IAM_OIDC_AGENT",), key=True, person=True),
     # Several people (a personal and a service account, say) at one issuer with one client: each
     # context's login gets its own cache entry.
     Option("account", "a label for this sign-in, so that several can live side by side at one issuer and client "
@@ -126,7 +129,8 @@ OPENSTACK = Plugin(
 IAM = Plugin(
     "iam", IAM_OPTIONS, backend="kubectl_caas.oidc", cli="kubectl_caas.cli.iam", default_profile="infn-iam",
     service="the OIDC provider", server_option="issuer", bearers=("id", "access"), bearer_option="token",
-    long_term_secrets=(("refresh_token",), ("client_secret",)), renew_sources="refresh token",
+    long_term_secrets=(("refresh_token",), ("client_secret",)),
+    renew_sources="refresh token, or oidc-agent for a context made with --oidc-agent",
     example="--issuer https://iam.cloud.infn.it --client-id my-client")
 
 PLUGINS: Dict[str, Plugin] = {p.name: p for p in (OPENSTACK, IAM)}

@@ -78,6 +78,40 @@ def _context_name(settings: Settings, client) -> str:
     return name or "iam-" + re.sub(r"[^A-Za-z0-9.-]+", "-", client.host)
 
 
+def _agent_login(settings: Settings, rt: Runtime, context: Optional[str], kubeconfig_path: Optional[str],
+                 force: bool) -> None:
+    """`login --oidc-agent ACCOUNT`: the person's oidc-agent hands out the tokens (oidc/agent.py).
+    Asking it for one first proves the account works; the account's issuer is the context's."""
+    from kubectl_caas.oidc import DEFAULT_SCOPE, Client, agent
+
+    account = settings.get("oidc_agent")
+    scope = settings.get("scope")
+    token = agent.access_token(account, rt.environ, settings.get("audience"), None if scope == DEFAULT_SCOPE else scope)
+    agent.check_issuer(token, account, settings.flags.get("issuer") or rt.getenv("IAM_ISSUER"))
+    values = {f: settings.get(f) for f in Client.__dataclass_fields__}
+    # The account brings its own client (and CA bundle): none of ours goes into the exec args.
+    client = Client(**dict(values, issuer=token.issuer, client_id=None, cacert=None))
+    target = common.LoginTarget.from_settings(settings, rt, context or _context_name(settings, client),
+                                              kubeconfig_path, force)
+    same_user = contexts.same_person(PLUGIN, client.values())
+    kubeconfig.check_before_login(target.context, target.server, same_user, kubeconfig_path, force)
+    identity = type(client)(**dict(client.values(), token_storage=None if target.storage == "disk" else target.storage))
+    entry = agent.entry_from_agent(account, token, rt.clock())
+    store.replace(PLUGIN, PLUGIN.entry_path(identity.values()), entry, target.storage, rt)
+    claims = entry["claims"]
+    who = claims.get("preferred_username") or claims.get("sub") or account
+    kubeconfig.upsert(kubeconfig.Entry(
+        context=target.context, cluster=contexts.cluster_name_for(target.server), server=target.server,
+        user=f"{who}@{target.context}", user_body=contexts.exec_user(PLUGIN, identity.exec_args()),
+        namespace=target.namespace, certificate_authority_data=target.ca_data),
+        explicit_path=kubeconfig_path, force=force, same_user=same_user)
+    rt.notice(f"oidc-agent account {account} gives {who} at {client.issuer} an access token valid until "
+              f"{common.describe_expiry(entry['tokens']['access']['expires_at'])}; kubectl asks oidc-agent for "
+              "the next one (keep it running, with the account loaded)")
+    rt.notice(f"Context {target.context!r} is ready and now the current context: try `kubectl get pods`")
+    print("kubectl configured correctly")
+
+
 @app.command()
 @options.with_identity_options(PLUGIN)
 def login(
@@ -115,6 +149,8 @@ def login(
     if context and not flags.get("account"):
         flags["account"] = context  # a context of one's own: a cache entry of its own
     settings = Settings.load(PLUGIN, flags, rt.environ, profile)
+    if settings.get("oidc_agent"):  # the person's oidc-agent hands out the tokens
+        return _agent_login(settings, rt, context, kubeconfig_path, force)
     provisional = _registering(settings, rt, identity_flags.get("client_id"), client_secret_stdin) if register else None
     client = provisional.client if provisional else _client(settings)
     target = common.LoginTarget.from_settings(settings, rt, context or _context_name(settings, client),
@@ -174,7 +210,8 @@ def _issuer_mismatch(entry: Dict[str, Any], kind: str) -> Optional[str]:
     such tokens pass only where the operator serves a discovery document naming the token's."""
     token = (entry.get("tokens") or {}).get(kind) or {}
     issuer = token.get("issuer")
-    if kind != "access" or not issuer or issuer == entry.get("issuer"):
+    # (An oidc-agent entry's issuer is the account's spelling, not a discovery document's.)
+    if kind != "access" or not issuer or issuer == entry.get("issuer") or entry.get("oidc_agent"):
         return None
     return (f"the access token's issuer is '{issuer}', not the discovery issuer '{entry.get('issuer')}': "
             f"an API server accepts it only when set up for '{issuer}' with a discovery document naming it "
@@ -207,11 +244,15 @@ def status(ctx: typer.Context, context: Optional[str] = options.StatusContext,
         groups = claims.get("groups") or claims.get("wlcg.groups") or []
         who, sub = claims.get("preferred_username", "?"), claims.get("sub", "?")
         storage = store.storage_note(PLUGIN, values.get("token_storage"), entry)
+        if values.get("oidc_agent"):  # the account's refresh token is the agent's, not ours
+            storage = f" by oidc-agent account {values['oidc_agent']}"
+            who = sub if who == "?" else who  # an access token need not name a preferred_username
         mismatch = _issuer_mismatch(entry, kind)
         common.result(f"{marker} {name}: {who}{'' if sub == who else f' (sub {sub})'} at "
                       f"{entry.get('issuer')}, groups {', '.join(map(str, groups)) or '-'}, {kind} token "
                       f"{common.describe_expiry(bearer.get('expires_at'))}, refresh token "
-                      f"{'held' if entry.get('refresh_token') else 'none'}{storage}"
+                      f"{'held' if entry.get('refresh_token') else 'kept' if values.get('oidc_agent') else 'none'}"
+                      f"{storage}"
                       + (f"; warning: {mismatch}" if mismatch else ""))
 
 
@@ -259,7 +300,9 @@ def logout(
                     failures += 1
                     rt.notice(f"{name}: could not revoke the refresh token: {exc}")
             store.forget(PLUGIN, path)
-            rt.notice(f"{name}: logged out (cache entry removed)")
+            rt.notice(f"{name}: logged out (cache entry removed)" + (
+                f"; oidc-agent keeps account {values['oidc_agent']} (`oidc-add -r {values['oidc_agent']}` "
+                "unloads it)" if values.get("oidc_agent") else ""))
     problems = _end_registrations(ends, {c[0] for c in chosen}, kubeconfig_path, rt)
     if problems and not failures:
         raise CaasError("; ".join(problems))

@@ -42,7 +42,7 @@ class _ClientMeaning:
 
     def __post_init__(self) -> None:
         put = object.__setattr__  # the dataclass is frozen: settle the fields once, here
-        if not self.issuer or not self.client_id:
+        if not self.issuer or not (self.client_id or self.oidc_agent):
             raise UsageError("an OIDC login needs an issuer and a client id", "pass --issuer and --client-id")
         # One spelling wherever we write it (kubeconfig args, cache key). The exact form the
         # provider uses, which its ID tokens must carry, comes later from its discovery document.
@@ -59,6 +59,8 @@ class _ClientMeaning:
                 raise UsageError("a service account (--client-credentials) has only an access token",
                                  "leave out --token id")
             put(self, "token", "access")
+        if self.oidc_agent:
+            _settle_oidc_agent(self, put)
         if self.token == "id":
             put(self, "token", None)
         if self.bearer not in ("id", "access"):
@@ -72,7 +74,7 @@ class _ClientMeaning:
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> "Client":
         """From get-token's values (the exec args login wrote), or any mapping of field names."""
-        if not values.get("issuer") or not values.get("client_id"):
+        if not values.get("issuer") or not (values.get("client_id") or values.get("oidc_agent")):
             raise UsageError("get-token needs --issuer and --client-id", "run `kubectl iam login` again")
         return cls(**{f: values.get(f) for f in cls.__dataclass_fields__})
 
@@ -94,6 +96,20 @@ class _ClientMeaning:
     @property
     def host(self) -> str:
         return urlsplit(self.issuer).netloc
+
+
+def _settle_oidc_agent(client: Any, put: Any) -> None:
+    """An oidc-agent account (oidc/agent.py) brings its own client, and the agent hands out access
+    tokens only: kubectl gets the access token (written into the exec args, where get-token's
+    cache hit reads it)."""
+    name = client.oidc_agent
+    if not name.isprintable() or name.startswith("-") or "/" in name or len(name) > 256:
+        raise UsageError(f"{name!r} is not an oidc-agent account name", "`oidc-add -l` lists your accounts")
+    if client.grant:
+        raise UsageError("--oidc-agent and --client-credentials are two different sign-ins", "pass one of them")
+    if client.token not in (None, "access"):
+        raise UsageError("oidc-agent hands out access tokens only", "leave out --token id")
+    put(client, "token", "access")
 
 
 # One OIDC client at one issuer: every non-secret setting (frozen); its secret travels apart.

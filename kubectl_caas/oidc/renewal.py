@@ -40,6 +40,10 @@ def provider_for(client: Client, runtime: Runtime, client_secret: Optional[str] 
 def renew(values: Mapping[str, str], entry: Optional[Dict[str, Any]], runtime: Runtime,
           interactive: bool) -> Dict[str, Any]:
     """A fresh bearer for get-token: refresh, else (a person at a terminal) a new sign-in."""
+    if values.get("oidc_agent"):  # the person's oidc-agent keeps the refresh token: ask it again
+        from kubectl_caas.oidc.agent import renew as ask_agent
+
+        return ask_agent(values, runtime)
     entry = entry or {}
     client = Client.from_values(values)
     secret = entry.get("client_secret") or runtime.getenv("IAM_CLIENT_SECRET")
