@@ -112,6 +112,19 @@ def _agent_login(settings: Settings, rt: Runtime, context: Optional[str], kubeco
     print("kubectl configured correctly")
 
 
+def _one_way_in(settings: Settings, register: bool, browser: bool, no_browser: bool) -> None:
+    """Refuse sign-in options that contradict each other, before anything goes over the network."""
+    ways = [name for name, given in (("--oidc-agent", settings.get("oidc_agent")),
+                                     ("--client-credentials", settings.get("grant")), ("--register", register))
+            if given]
+    if len(ways) > 1:
+        raise UsageError(f"{' and '.join(ways)} are different ways to sign in", "pass only one of them")
+    if ways and ways[0] != "--register" and (browser or no_browser):
+        flag = "--browser" if browser else "--no-browser"
+        raise UsageError(f"{flag} chooses how a person signs in, and {ways[0]} involves no sign-in here",
+                         f"drop {flag}")
+
+
 @app.command()
 @options.with_identity_options(PLUGIN)
 def login(
@@ -132,6 +145,11 @@ def login(
                                  "code with PKCE) [default when a desktop browser and a terminal are there]"),
     no_browser: bool = typer.Option(False, "--no-browser", help="sign in with a device code; only print the link "
                                     "and the code"),
+    no_qr: bool = typer.Option(False, "--no-qr", help="do not draw the device code's link as a QR code"),
+    client_credentials: bool = typer.Option(False, "--client-credentials",
+                                            help="a service account (CI, services): no person, the client's access "
+                                            "token; its secret from IAM_CLIENT_SECRET (same as --grant "
+                                            "client-credentials)"),
     debug: bool = options.Debug,
 ) -> None:
     """Sign in (in this desktop's browser, else with a device code to approve in any browser) and configure kubectl.
@@ -144,11 +162,14 @@ def login(
     if browser and no_browser:
         raise UsageError("--browser and --no-browser contradict each other", "pass one of them")
     flags = dict(identity_flags, server=server, certificate_authority=certificate_authority, namespace=namespace)
+    if client_credentials:
+        flags["grant"] = "client-credentials"
     if client_secret_stdin:
         flags["client_secret"] = common.read_secret_stdin("client-secret")
     if context and not flags.get("account"):
         flags["account"] = context  # a context of one's own: a cache entry of its own
     settings = Settings.load(PLUGIN, flags, rt.environ, profile)
+    _one_way_in(settings, register=register, browser=browser, no_browser=no_browser)
     if settings.get("oidc_agent"):  # the person's oidc-agent hands out the tokens
         return _agent_login(settings, rt, context, kubeconfig_path, force)
     provisional = _registering(settings, rt, identity_flags.get("client_id"), client_secret_stdin) if register else None
@@ -165,14 +186,18 @@ def login(
     client = provider.client
 
     def announce(device: Mapping[str, Any]) -> None:
-        oidc.announce(device, rt)
+        oidc.announce(device, rt, qr=not no_qr)
         page = device.get("verification_uri_complete") or device["verification_uri"]
         if not no_browser and rt.open_browser(str(page)):
             rt.notice("(opened it in your browser)")
 
     from kubectl_caas.browser import can_open
 
-    if browser or (not no_browser and can_open(rt.environ) and rt.isatty()):
+    if client.grant:
+        from kubectl_caas.oidc.service import client_credentials_login
+
+        entry = client_credentials_login(provider)
+    elif browser or (not no_browser and can_open(rt.environ) and rt.isatty()):
         entry = oidc.browser_login(provider, rt)
     else:
         entry = oidc.device_login(provider, announce)
@@ -184,7 +209,7 @@ def login(
                              before=lambda new, old: note_offset(PLUGIN, new, old, rt))
     _revoke_quietly(provider, previous.get("refresh_token"), entry.get("refresh_token"))
     claims = entry.get("claims") or {}
-    who = claims.get("preferred_username") or claims.get("sub") or "user"
+    who = claims.get("preferred_username") or claims.get("sub") or (client.client_id if client.grant else "user")
     kubeconfig.upsert(kubeconfig.Entry(
         context=target.context, cluster=contexts.cluster_name_for(target.server), server=target.server,
         user=f"{who}@{target.context}", user_body=contexts.exec_user(PLUGIN, args),
@@ -194,10 +219,11 @@ def login(
     mismatch = _issuer_mismatch(entry, client.bearer)
     if mismatch:
         rt.notice(f"kubectl-iam: warning: {mismatch}")
-    sub = claims.get("sub", "?")
+    sub = claims.get("sub", who)
     rt.notice(f"Signed in as {who}{'' if sub == who else f' (sub {sub})'} at {client.issuer}: {client.bearer} token "
               f"valid until {common.describe_expiry(bearer.get('expires_at'))}"
-              + ("; renews with a refresh token" if entry.get("refresh_token") else
+              + ("; renews with IAM_CLIENT_SECRET from kubectl's environment" if client.grant else
+                 "; renews with a refresh token" if entry.get("refresh_token") else
                  "; no refresh token (add offline_access to the scope to stay signed in)"))
     rt.notice(f"Context {target.context!r} is ready and now the current context: try `kubectl get pods`")
     print("kubectl configured correctly")
@@ -242,7 +268,9 @@ def status(ctx: typer.Context, context: Optional[str] = options.StatusContext,
         kind = values.get("token") or "id"
         bearer = (entry.get("tokens") or {}).get(kind) or {}
         groups = claims.get("groups") or claims.get("wlcg.groups") or []
-        who, sub = claims.get("preferred_username", "?"), claims.get("sub", "?")
+        who = claims.get("preferred_username") or (f"service account {values.get('client_id')}"
+                                                   if values.get("grant") else "?")
+        sub = claims.get("sub", who)
         storage = store.storage_note(PLUGIN, values.get("token_storage"), entry)
         if values.get("oidc_agent"):  # the account's refresh token is the agent's, not ours
             storage = f" by oidc-agent account {values['oidc_agent']}"

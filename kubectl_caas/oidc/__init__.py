@@ -11,8 +11,13 @@ imported here. One module per verb:
   provider.py  one issuer over HTTP: discovery, endpoints, keys, form POSTs, refresh, revoke
   device.py    the device flow: code, announcement, polling
   browser_flow.py  browser sign-in: authorization code with PKCE through a loopback redirect
+  qr.py        the device flow's link as a QR code on a terminal
+  registration.py  dynamic client registration (RFC 7591/7592) for `login --register`
+  service.py   service accounts: the client credentials grant, secret from the environment only
+  agent.py     an oidc-agent account as the token source (its UNIX-socket protocol)
   tokens.py    ID-token verification, expiries, the cache entry made from a token answer
-  renewal.py   get-token's renewal: refresh, else a new sign-in or "login required"
+  renewal.py   get-token's renewal: agent, client credentials, refresh, else a new sign-in or
+               "login required"
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ a fake clock; what the person sees goes through its notices, escaped.
 """
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping
 
@@ -108,12 +109,30 @@ def device_login(provider: Provider, announce: Callable[[Mapping[str, Any]], Non
     return entry_from_tokens(provider, tokens)
 
 
-def announce(device: Mapping[str, Any], runtime: Runtime) -> None:
+def _draws_blocks(runtime: Runtime) -> bool:
+    """stderr is a terminal that takes UTF-8 (the QR code is drawn with block characters)."""
+    stream = runtime.stderr or sys.stderr
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+    return tty and (getattr(stream, "encoding", "") or "").lower().replace("-", "") == "utf8"
+
+
+def announce(device: Mapping[str, Any], runtime: Runtime, qr: bool = True) -> None:
     """Show the person where to go and what to type (on stderr, escaped)."""
     runtime.notice(f"To sign in, open {device['verification_uri']} and enter the code {device['user_code']}")
     complete = device.get("verification_uri_complete")
     if isinstance(complete, str) and complete:
         runtime.notice(f"or open {complete}")
+        if qr and _draws_blocks(runtime):
+            from kubectl_caas.oidc.qr import qr_lines
+
+            lines = qr_lines(complete)
+            if lines:
+                runtime.notice("or scan it with a phone (--no-qr hides this):")
+                for line in lines:
+                    runtime.notice(line)
     lifetime = min(_positive_number(device.get("expires_in"), DEFAULT_CODE_LIFETIME), 3600)
     until = time.strftime("%H:%M", time.localtime(runtime.clock() + lifetime))
     runtime.notice(f"(the code is valid until {until}, {int(lifetime // 60) or 1} min; waiting... Ctrl-C cancels)")

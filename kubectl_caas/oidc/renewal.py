@@ -46,6 +46,11 @@ def renew(values: Mapping[str, str], entry: Optional[Dict[str, Any]], runtime: R
         return ask_agent(values, runtime)
     entry = entry or {}
     client = Client.from_values(values)
+    if client.grant:  # a service account: its secret only ever comes from the environment
+        from kubectl_caas.oidc.service import client_credentials_login
+
+        provider = provider_for(client, runtime, runtime.getenv("IAM_CLIENT_SECRET"), entry)
+        return client_credentials_login(provider, renewing=True)
     secret = entry.get("client_secret") or runtime.getenv("IAM_CLIENT_SECRET")
     provider = provider_for(client, runtime, secret, entry)
     refresh_token = entry.get("refresh_token")

@@ -28,7 +28,8 @@ def trust(kube_api_for, workspace, provider, audience):
                                                   ca_file=provider.ca_cert)])
     workspace.env.update({"IAM_ISSUER": provider.issuer, "IAM_CACERT": str(provider.ca_cert),
                           "CAAS_SERVER": standin.url, "CAAS_CERTIFICATE_AUTHORITY": str(standin.ca_cert)})
-    workspace.env.pop("DISPLAY", None)
+    for desktop in ("DISPLAY", "WAYLAND_DISPLAY"):  # no browser of the machine running the tests
+        workspace.env.pop(desktop, None)
     return standin
 
 
@@ -145,3 +146,21 @@ def test_forced_refresh_outside_a_kubectl_iam_context_ends_in_one_line(workspace
     (line,) = result.stderr.strip().splitlines()
     assert "does not use kubectl-iam" in line
     assert workspace.kubeconfig.read_bytes() == before
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--client-credentials", "--register"], "--client-credentials and --register"),
+    (["--oidc-agent", "work", "--client-credentials"], "--oidc-agent and --client-credentials"),
+    (["--oidc-agent", "work", "--register"], "--oidc-agent and --register"),
+    (["--client-credentials", "--browser"], "--browser chooses how a person signs in"),
+    (["--oidc-agent", "work", "--no-browser"], "--no-browser chooses how a person signs in"),
+], ids=["cc+register", "agent+cc", "agent+register", "cc+browser", "agent+no-browser"])
+def test_contradicting_ways_in_are_refused_before_any_request(iam, kube_api_for, workspace, argv, needle):
+    trust(kube_api_for, workspace, iam, audience="caas-cluster")
+    before = len(iam.requests())
+    result = workspace.run("kubectl-iam", "login", "--client-id", iam.service_client_id, *argv,
+                           env={"IAM_CLIENT_SECRET": iam.service_client_secret})
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert needle in line
+    assert len(iam.requests()) == before and not workspace.kubeconfig.exists()

@@ -119,9 +119,10 @@ class OIDCProvider:
     as with IAM issue #1118), ``id_token_aud_array`` (ID tokens' ``aud`` as ``[client_id]``
     instead of the string IAM sends).
 
-    Clients (IAM-like): ``client_id`` (public: device_code + refresh_token, scopes
-    ``CLIENT_SCOPE``), ``confidential_client_id``/``confidential_client_secret`` (the same with
-    client_secret_basic), ``no_device_client_id`` (authorization_code + refresh_token only),
+    Clients (IAM-like): ``client_id`` (public, native: device_code, refresh_token and
+    authorization_code with the loopback redirect http://127.0.0.1/callback on any port; scopes
+    ``CLIENT_SCOPE``), ``confidential_client_id``/``confidential_client_secret`` (device_code and
+    refresh_token with client_secret_basic), ``no_device_client_id`` (authorization_code + refresh_token only),
     ``no_offline_client_id`` (scopes without offline_access), ``wlcg_client_id`` (registered with
     the ``wlcg`` scope: the WLCG token profile), ``service_client_id``/``service_client_secret``
     (client_credentials only: a service account); generic: ``client_id`` alone. Both:

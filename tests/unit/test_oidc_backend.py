@@ -12,6 +12,7 @@ import base64
 import email.utils
 import io
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -223,7 +224,9 @@ def fake_runtime() -> Runtime:
             fake.clock.sleep(seconds)
         else:
             time.sleep(seconds)
-    return Runtime(monotonic=monotonic, sleep=sleep)
+    # No desktop: an interactive renewal here is a device flow, never the test machine's browser.
+    environ = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    return Runtime(environ=environ, monotonic=monotonic, sleep=sleep)
 
 
 @pytest.fixture

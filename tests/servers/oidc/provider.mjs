@@ -72,7 +72,8 @@
 // C-confidential-secret, client_secret_basic, same grants and scopes), C-nodevice (public,
 // authorization_code + refresh_token, loopback redirect URI), C-nooffline (public, device_code +
 // refresh_token, scopes without offline_access), C-wlcg (public, like C plus the `wlcg` scope: the
-// WLCG profile). Both modes: the confidential resource-server client --rs-client-id for
+// WLCG profile), C-service (secret C-service-secret: client_credentials only; its access tokens'
+// sub is the client id, as at IAM). Both modes: the confidential resource-server client --rs-client-id for
 // introspection.
 // Accounts: any login name is an account; sub = login name; groups = ["users", "<login>-group"],
 // wlcg.groups the same with leading slashes, unless an --accounts JSON file
@@ -349,6 +350,17 @@ const clients = iamMode
       scope: 'openid profile email offline_access',
     },
     publicDeviceClient(`${clientId}-nooffline`, 'openid profile email wlcg.groups'),
+    {
+      // A service account: client credentials only (IAM clients can have that grant).
+      client_id: `${clientId}-service`,
+      client_secret: `${clientId}-service-secret`,
+      client_name: 'kubectl-caas (test: service account)',
+      token_endpoint_auth_method: 'client_secret_basic',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      scope: 'profile email',
+    },
     publicDeviceClient(`${clientId}-wlcg`, `${IAM_CLIENT_SCOPE} wlcg`),
     { ...rsClient, scope: IAM_CLIENT_SCOPE },
   ]
@@ -382,6 +394,7 @@ const genericFeatures = {
   },
 };
 const iamFeatures = {
+  clientCredentials: { enabled: true },
   registration: { enabled: true, initialAccessToken: false, issueRegistrationAccessToken: true },
   registrationManagement: { enabled: true, rotateRegistrationAccessToken: false },
 };
