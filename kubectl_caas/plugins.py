@@ -33,6 +33,18 @@ OPENSTACK_OPTIONS = (
            env=("OS_APPLICATION_CREDENTIAL_ID",), key=True, person=True, renewal=True),
     Option("os-cloud", "take settings from this clouds.yaml entry", env=("OS_CLOUD",)),
     Option("cacert", "CA bundle for Keystone", env=("OS_CACERT",)),
+    # SSO (login --sso): an OpenID sign-in exchanged at Keystone's federation endpoint. Used only
+    # with --sso, so that IAM_* variables set for kubectl-iam never change a password login.
+    Option("identity-provider", "SSO: the identity provider's name at Keystone [cloudveneto: infn-cc]",
+           env=("OS_IDENTITY_PROVIDER",), key=True, person=True),
+    Option("protocol", "SSO: the federation protocol at Keystone [cloudveneto: openid]", env=("OS_PROTOCOL",),
+           key=True),
+    Option("issuer", "SSO: the OpenID issuer you sign in at [cloudveneto: https://iam.cloud.infn.it]",
+           env=("IAM_ISSUER",), key=True, person=True),
+    Option("client-id", "SSO: the OAuth client id at the issuer", env=("IAM_CLIENT_ID",), key=True, person=True),
+    Option("audience", "SSO: the audience Keystone's web server requires in the access token",
+           env=("IAM_AUDIENCE",), key=True),
+    Option("issuer-cacert", "SSO: CA bundle for the issuer", env=("IAM_CACERT",)),
     TOKEN_STORAGE,
     Option("application-credential-name", "an application credential by name (with --user)",
            env=("OS_APPLICATION_CREDENTIAL_NAME",), login_only=True, renewal=True),
@@ -121,7 +133,7 @@ class Plugin:
 OPENSTACK = Plugin(
     "openstack", OPENSTACK_OPTIONS, backend="kubectl_caas.keystone", cli="kubectl_caas.cli.openstack",
     default_profile="cloudveneto", service="Keystone", server_option="auth_url", bearers=("keystone",),
-    bearer_option=None, long_term_secrets=(("application_credential", "secret"),),
+    bearer_option=None, long_term_secrets=(("application_credential", "secret"), ("sso", "refresh_token")),
     renew_sources="remembered application credential, OS_APPLICATION_CREDENTIAL_ID/_SECRET, the clouds.yaml "
                   "entry used at login, OS_PASSWORD",
     example="--auth-url https://keystone.example.org:5000/v3 --user alice --project CMS")

@@ -13,7 +13,7 @@ from kubectl_caas import contexts, store
 from kubectl_caas.cli import common, options
 from kubectl_caas.cli import openstack_login as flows
 from kubectl_caas.cli.app import new_app, run_app, runtime
-from kubectl_caas.errors import CaasError, NetworkError
+from kubectl_caas.errors import CaasError, NetworkError, UsageError
 from kubectl_caas.plugins import OPENSTACK as PLUGIN
 from kubectl_caas.runtime import Runtime
 from kubectl_caas.terminal import printable
@@ -46,6 +46,10 @@ def login(
     no_remember: bool = typer.Option(False, "--no-remember",
                                      help="create no application credential: ask for the password when the token expires"),
     all_projects: bool = typer.Option(False, "--all-projects", help="one context for each of your projects"),
+    sso: bool = typer.Option(False, "--sso", help="no OpenStack password: sign in at the OpenID issuer (INFN IAM) "
+                             "and log in through Keystone's federation (--identity-provider, --issuer, --client-id)"),
+    no_browser: bool = typer.Option(False, "--no-browser", help="with --sso: sign in with a device code, not in this "
+                                    "desktop's browser"),
     debug: bool = options.Debug,
 ) -> None:
     """Log in to Keystone and configure kubectl (a context per project).
@@ -55,11 +59,16 @@ def login(
     rt = runtime(ctx)
     flags = dict(identity_flags, server=server, certificate_authority=certificate_authority, namespace=namespace)
     settings = flows.load_settings(flags, profile, rt)
-    identity = flows.identity_from(settings)
+    identity = flows.identity_from(settings, sso=sso)
     target = common.LoginTarget.from_settings(settings, rt, context, kubeconfig_path, force)
     remember = 0.0 if no_remember else common.parse_duration(remember_for)
-    written = flows.login(settings, identity, target, password_stdin, application_credential_secret_stdin, remember,
-                          all_projects)
+    if sso:
+        if password_stdin or application_credential_secret_stdin:
+            raise UsageError("--sso asks for no OpenStack password or credential", "drop --password-stdin")
+        written = flows.sso_login(settings, identity, target, remember, all_projects, no_browser)
+    else:
+        written = flows.login(settings, identity, target, password_stdin, application_credential_secret_stdin,
+                              remember, all_projects)
     for name in written:
         rt.notice(f"Context {name!r} is ready: try `kubectl --context {common.shell_quote(name)} get pods`")
     rt.notice(f"Current context: {written[-1]}")
@@ -157,6 +166,8 @@ def logout(
             if not entry:
                 continue
             token = ((entry.get("tokens") or {}).get("keystone") or {}).get("value")
+            if identity.identity_provider:  # SSO: no password here; the federated token and IAM do it
+                _sso_logout(keystone, identity, entry, token, name, rt)
             try:
                 if token and keystone.revoke(token):
                     rt.notice(f"{name}: token revoked")
@@ -176,6 +187,32 @@ def logout(
     if unreachable:
         raise NetworkError("some tokens could not be revoked at Keystone (the local copies are deleted)",
                            "the tokens expire on their own at the time `kubectl openstack status` showed")
+
+
+def _sso_logout(keystone, identity, entry: Dict[str, Any], token: Optional[str], name: str, rt: Runtime) -> None:
+    """Before the token is revoked: delete the application credential login made (a federated user's
+    own token may), then revoke the IAM refresh token (RFC 7009)."""
+    credential = entry.pop("application_credential", None) or {}
+    if credential.get("created_by_login"):
+        user_id = credential.get("user_id") or (entry.get("user") or {}).get("id")
+        try:
+            if not token:
+                raise CaasError("no token")
+            gone = keystone.delete_application_credential(token, user_id, credential["id"])
+            rt.notice(f"{name}: application credential {credential['id']} "
+                      f"{'deleted' if gone else 'was already gone'}")
+        except CaasError as exc:
+            rt.notice(f"{name}: could not delete application credential {credential['id']} ({exc}); delete it in "
+                      f"the dashboard, or it stays valid until {common.describe_expiry(credential.get('expires_at'))}")
+    refresh_token = (entry.get("sso") or {}).get("refresh_token")
+    if refresh_token:
+        from kubectl_caas.keystone import federation
+
+        try:
+            federation.provider_for(identity, rt, entry.get("sso")).revoke(refresh_token)
+            rt.notice(f"{name}: IAM refresh token revoked at {identity.issuer}")
+        except CaasError as exc:
+            rt.notice(f"{name}: could not revoke the IAM refresh token ({exc}); it is forgotten here")
 
 
 def _forget_credential(keystone, credential: Dict[str, Any], password: Optional[str], name: str, rt: Runtime) -> None:

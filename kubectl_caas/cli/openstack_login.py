@@ -88,14 +88,65 @@ def uses_application_credential(settings: Settings, password_stdin: bool) -> boo
     return use
 
 
-def identity_from(settings: Settings):
+def identity_from(settings: Settings, sso: bool = False):
     from kubectl_caas.keystone import Identity
+    from kubectl_caas.keystone.federation import without_sso
 
     if not settings.get("auth_url"):
         raise UsageError("no Keystone URL", unchosen_cloud_hint(settings, "pass --auth-url or set OS_AUTH_URL"))
     # The cloud recorded for renewals is the one this login read, whoever named it.
-    return Identity(**dict({f: settings.get(f) for f in Identity.__dataclass_fields__},
-                           os_cloud=settings.cloud.get("os_cloud")))
+    values = dict({f: settings.get(f) for f in Identity.__dataclass_fields__}, os_cloud=settings.cloud.get("os_cloud"))
+    if sso:  # the person is whoever signs in at the issuer: no user, password or credential of ours
+        values.update(user=None, user_id=None, application_credential_id=None)
+        return Identity(**values)
+    # SSO settings (IAM_* variables, the site profile's identity provider) never touch other logins.
+    return Identity(**without_sso(values))
+
+
+def sso_login(settings: Settings, identity, target: LoginTarget, remember: float, all_projects: bool,
+              no_browser: bool) -> List[str]:
+    """`login --sso`: sign in at the issuer, exchange the access token at Keystone's federation
+    endpoint, scope to the project and write the context (keystone/federation.py)."""
+    from kubectl_caas.keystone import Keystone, federation
+
+    rt = target.runtime
+    federation.check_sso_identity(identity)
+    if all_projects:
+        # One sign-in's refresh token cannot be shared by several cache entries: IAM rotates it.
+        raise UsageError("--sso signs in for one project at a time", "run `kubectl openstack login --sso --project "
+                         "NAME` for each (`kubectl openstack projects --sso` lists them)")
+    if not (identity.project or identity.project_id):
+        raise UsageError("no project", "pass --project (`kubectl openstack projects --sso` lists yours)")
+    same_user = contexts.same_person(PLUGIN, identity.values())
+    kubeconfig.check_before_login(target.context or (identity.project or "").lower(), target.server, same_user,
+                                  target.kubeconfig_path, target.force)
+    provider = federation.provider_for(identity, rt)
+    oidc_entry = federation.sign_in(provider, rt, browser=False if no_browser else None)
+    keystone = Keystone(identity, rt)
+    unscoped, access = federation.federated_login(keystone, oidc_entry)
+    keystone.revoke_quietly(unscoped.auth_token)
+    identity = federation.identity_after(identity, access)
+    keystone.identity = identity
+    credential, notice = federation.try_credential(keystone, access, remember)
+    if notice:
+        rt.notice(f"kubectl-openstack: {notice}")
+    from kubectl_caas.keystone import entry_from_access
+
+    entry = entry_from_access(identity, access, "sso", credential, remember)
+    entry["sso"] = federation.sso_record(oidc_entry)
+    try:
+        name = write(identity, entry, target, keystone)
+    except CaasError:
+        if credential:
+            try:
+                keystone.delete_application_credential(access.auth_token, access.user_id, credential["id"])
+            except CaasError:
+                pass
+        raise
+    renews = "an application credential" if credential else "your IAM sign-in (refresh token)"
+    rt.notice(f"Signed in as {access.username} via {identity.identity_provider} to project {access.project_name}: "
+              f"token valid until {describe_expiry(access.local_expires)}; renews with {renews}")
+    return [name]
 
 
 def password_for(settings: Settings, identity, rt: Runtime, password_stdin: bool) -> str:

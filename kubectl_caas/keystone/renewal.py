@@ -58,12 +58,23 @@ def renew(values: Mapping[str, str], entry: Optional[Dict[str, Any]], runtime: R
         if not _expired(remembered, runtime.clock()):
             try:
                 access = keystone.application_credential_login(remembered["id"], remembered["secret"])
-                return entry_from_access(identity, access, entry.get("method") or "application_credential",
-                                         remembered, entry.get("remember_seconds"))
+                renewed = entry_from_access(identity, access, entry.get("method") or "application_credential",
+                                            remembered, entry.get("remember_seconds"))
+                if entry.get("sso"):
+                    renewed["sso"] = entry["sso"]  # the IAM sign-in stays the fallback (and logout revokes it)
+                return renewed
             except AuthError:
                 pass  # expired or deleted on the server: fall through to the next source
         runtime.notice("kubectl-openstack: the remembered application credential no longer works")
         entry.pop("application_credential", None)
+
+    if identity.identity_provider:  # an SSO login: the IAM sign-in renews it (keystone/federation.py)
+        from kubectl_caas.keystone.federation import renew as renew_sso
+
+        access, sso = renew_sso(identity, entry, runtime, interactive)
+        renewed = entry_from_access(identity, access, "sso", None, entry.get("remember_seconds"))
+        renewed["sso"] = sso
+        return renewed
 
     cloud = _cloud_secrets(identity, runtime)
     env = runtime.environ
