@@ -1,10 +1,11 @@
-"""Debian packages the tests need (Chromium, oidc-agent), installed on first use.
+"""Debian packages the tests need (Chromium, oidc-agent, Apache), installed on first use.
 
-    from tests.servers.debian import ensure_commands
+    from tests.servers.debian import ensure_commands, ensure_packages
 
     missing = ensure_commands({"chromium": "chromium"})   # {command: package}
     if missing:
         pytest.skip(missing)                               # why they could not be had
+    missing = ensure_packages(["libapache2-mod-oauth2"])   # packages that bring no command
 
 `make test` must install what it needs on a fresh machine, and CI runs as root with Debian's
 package archive reachable: a command not on PATH is installed with apt-get (one process at a
@@ -20,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Callable, Iterable, List, Mapping, Optional
 
 _APT_TIMEOUT = 900.0
 
@@ -41,13 +42,27 @@ def ensure_commands(wanted: Mapping[str, str]) -> Optional[str]:
         return f"{', '.join(missing)} not installed and no apt-get here"
     if os.geteuid() != 0:
         return f"{', '.join(missing)} not installed and not root (apt-get install {' '.join(set(missing.values()))})"
+    failure = _install_locked(lambda: sorted({pkg for cmd, pkg in missing.items() if shutil.which(cmd) is None}))
+    if failure:
+        return failure
+    still = [cmd for cmd in missing if shutil.which(cmd) is None]
+    return f"installed, but {', '.join(still)} still not on PATH" if still else None
+
+
+def _installed(package: str) -> bool:
+    done = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True)
+    return done.returncode == 0 and done.stdout.strip().endswith(" installed")
+
+
+def _install_locked(still_missing: Callable[[], List[str]]) -> Optional[str]:
+    # One apt-get at a time (a lock in the temp directory); `still_missing` is asked again under
+    # the lock, since another process may have installed the packages meanwhile.
     lock_path = Path(tempfile.gettempdir()) / "kubectl-caas-apt.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        missing = {cmd: pkg for cmd, pkg in missing.items() if shutil.which(cmd) is None}
-        if not missing:
+        packages = still_missing()
+        if not packages:
             return None
-        packages = sorted(set(missing.values()))
         result = _apt("install", "-y", "--no-install-recommends", *packages)
         if result.returncode != 0:
             _apt("update")
@@ -55,5 +70,26 @@ def ensure_commands(wanted: Mapping[str, str]) -> Optional[str]:
         if result.returncode != 0:
             tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
             return f"apt-get install {' '.join(packages)} failed: {tail[0]}"
-    still = [cmd for cmd in missing if shutil.which(cmd) is None]
-    return f"installed, but {', '.join(still)} still not on PATH" if still else None
+    return None
+
+
+def ensure_packages(packages: Iterable[str]) -> Optional[str]:
+    """Make each Debian package in `packages` installed (for packages that bring no command, such
+    as an Apache module); None when all are, else one line saying why they could not be."""
+    wanted = list(dict.fromkeys(packages))
+
+    def still_missing() -> List[str]:
+        return [pkg for pkg in wanted if not _installed(pkg)]
+
+    missing = still_missing() if shutil.which("dpkg-query") else wanted
+    if not missing:
+        return None
+    if shutil.which("apt-get") is None or shutil.which("dpkg-query") is None:
+        return f"{', '.join(missing)} not installed and no apt-get here"
+    if os.geteuid() != 0:
+        return f"{', '.join(missing)} not installed and not root (apt-get install {' '.join(missing)})"
+    failure = _install_locked(still_missing)
+    if failure:
+        return failure
+    still = still_missing()
+    return f"installed, but {', '.join(still)} still not installed" if still else None
