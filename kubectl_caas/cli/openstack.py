@@ -190,26 +190,41 @@ def logout(
 
 
 def _sso_logout(keystone, identity, entry: Dict[str, Any], token: Optional[str], name: str, rt: Runtime) -> None:
-    """Before the token is revoked: delete the application credential login made (a federated user's
-    own token may), then revoke the IAM refresh token (RFC 7009)."""
+    """Before the token is revoked: delete the application credential login made, then revoke the
+    IAM refresh token (RFC 7009). A token got with the credential may not delete credentials, so
+    when the cached one cannot, a fresh federated token from the IAM refresh token does."""
+    from kubectl_caas.keystone import federation
+
     credential = entry.pop("application_credential", None) or {}
+    sso = dict(entry.get("sso") or {})
     if credential.get("created_by_login"):
         user_id = credential.get("user_id") or (entry.get("user") or {}).get("id")
+        gone: Optional[bool] = None
+        problem: Optional[CaasError] = None
+        for attempt in ("cached", "fresh"):
+            try:
+                if attempt == "cached":
+                    if not token:
+                        continue
+                    gone = keystone.delete_application_credential(token, user_id, credential["id"])
+                elif sso.get("refresh_token"):
+                    access, sso = federation.renew(identity, {"sso": sso}, rt, interactive=False)
+                    try:
+                        gone = keystone.delete_application_credential(access.auth_token, user_id, credential["id"])
+                    finally:
+                        keystone.revoke_quietly(access.auth_token)
+                break
+            except CaasError as exc:
+                problem = exc
+        if gone is None:
+            rt.notice(f"{name}: could not delete application credential {credential['id']} ({problem or 'no token'}); "
+                      f"delete it in the dashboard, or it stays valid until "
+                      f"{common.describe_expiry(credential.get('expires_at'))}")
+        else:
+            rt.notice(f"{name}: application credential {credential['id']} {'deleted' if gone else 'was already gone'}")
+    if sso.get("refresh_token"):
         try:
-            if not token:
-                raise CaasError("no token")
-            gone = keystone.delete_application_credential(token, user_id, credential["id"])
-            rt.notice(f"{name}: application credential {credential['id']} "
-                      f"{'deleted' if gone else 'was already gone'}")
-        except CaasError as exc:
-            rt.notice(f"{name}: could not delete application credential {credential['id']} ({exc}); delete it in "
-                      f"the dashboard, or it stays valid until {common.describe_expiry(credential.get('expires_at'))}")
-    refresh_token = (entry.get("sso") or {}).get("refresh_token")
-    if refresh_token:
-        from kubectl_caas.keystone import federation
-
-        try:
-            federation.provider_for(identity, rt, entry.get("sso")).revoke(refresh_token)
+            federation.provider_for(identity, rt, sso).revoke(sso["refresh_token"])
             rt.notice(f"{name}: IAM refresh token revoked at {identity.issuer}")
         except CaasError as exc:
             rt.notice(f"{name}: could not revoke the IAM refresh token ({exc}); it is forgotten here")
