@@ -92,10 +92,16 @@ def status(ctx: typer.Context, context: Optional[str] = options.StatusContext,
             continue
         token = (entry.get("tokens") or {}).get("keystone") or {}
         credential = entry.get("application_credential") or {}
+        if values.get("identity_provider"):  # SSO: the person is whoever signed in
+            user = (entry.get("user") or {}).get("name") or user
         state = f"token {common.describe_expiry(token.get('expires_at'), now)}"
         if credential:
             until = credential.get("expires_at")
             remembered = f"remembered until {common.describe_expiry(until, now)}" if until else "remembered"
+        elif values.get("identity_provider"):
+            via = values.get("identity_provider")
+            remembered = (f"SSO via {via}, renews with the IAM sign-in" if (entry.get("sso") or {}).get("refresh_token")
+                          else f"SSO via {via}, no IAM refresh token (renewal needs `login --sso`)")
         else:
             remembered = "not remembered (renewal needs OS_PASSWORD or a prompt)"
         storage = store.storage_note(PLUGIN, values.get("token_storage"), entry)
@@ -104,9 +110,14 @@ def status(ctx: typer.Context, context: Optional[str] = options.StatusContext,
 
 @app.command()
 @options.with_identity_options(PLUGIN, only=("auth_url", "user", "user_id", "user_domain", "user_domain_id",
-                                             "password", "cacert", "os_cloud"))
+                                             "password", "cacert", "os_cloud", "identity_provider", "protocol",
+                                             "issuer", "client_id", "audience", "issuer_cacert"))
 def projects(ctx: typer.Context, identity_flags: Dict[str, Optional[str]], password_stdin: bool = PasswordStdin,
-             profile: Optional[str] = options.profile(PLUGIN), debug: bool = options.Debug) -> None:
+             profile: Optional[str] = options.profile(PLUGIN),
+             sso: bool = typer.Option(False, "--sso", help="sign in at the OpenID issuer instead of a password "
+                                      "(as login --sso)"),
+             no_browser: bool = typer.Option(False, "--no-browser", help="with --sso: a device code, not the browser"),
+             debug: bool = options.Debug) -> None:
     """List your Keystone projects, one per line: name and id.
 
     Example: kubectl openstack projects --user alice
@@ -115,10 +126,13 @@ def projects(ctx: typer.Context, identity_flags: Dict[str, Optional[str]], passw
 
     rt = runtime(ctx)
     settings = flows.load_settings(dict(identity_flags), profile, rt)
-    identity = flows.identity_from(settings)
+    identity = flows.identity_from(settings, sso=sso)
     keystone = Keystone(identity, rt)
-    secret = flows.password_for(settings, identity, rt, password_stdin)
-    unscoped = keystone.password_login(secret, scoped=False)
+    if sso:
+        unscoped = flows.sso_unscoped(keystone, rt, no_browser)
+    else:
+        secret = flows.password_for(settings, identity, rt, password_stdin)
+        unscoped = keystone.password_login(secret, scoped=False)
     try:
         for project in sorted(keystone.projects(unscoped.auth_token), key=lambda p: p["name"].lower()):
             print(f"{printable(project['name'])}\t{printable(project['id'])}")

@@ -103,6 +103,24 @@ def identity_from(settings: Settings, sso: bool = False):
     return Identity(**without_sso(values))
 
 
+def sso_unscoped(keystone, rt: Runtime, no_browser: bool):
+    """A sign-in at the issuer for one look at Keystone (`projects --sso`): the unscoped federated
+    token; the IAM grant is revoked at once, as nothing keeps it."""
+    from kubectl_caas.keystone import federation
+
+    federation.check_sso_identity(keystone.identity)
+    provider = federation.provider_for(keystone.identity, rt)
+    oidc_entry = federation.sign_in(provider, rt, browser=False if no_browser else None)
+    try:
+        return federation.unscoped_login(keystone, federation.access_token_of(oidc_entry))
+    finally:
+        if oidc_entry.get("refresh_token"):
+            try:
+                provider.revoke(oidc_entry["refresh_token"])
+            except CaasError:
+                pass
+
+
 def sso_login(settings: Settings, identity, target: LoginTarget, remember: float, all_projects: bool,
               no_browser: bool) -> List[str]:
     """`login --sso`: sign in at the issuer, exchange the access token at Keystone's federation

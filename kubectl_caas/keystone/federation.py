@@ -104,6 +104,12 @@ def unscoped_login(keystone: Keystone, access_token: str):
                         f"protocol {ident.protocol or DEFAULT_PROTOCOL!r} (HTTP 404), or federation is off there",
                         "check --identity-provider and --protocol with your cloud's support") from None
     except ks_exc.Unauthorized as exc:
+        said = _keystone_message(exc)
+        if said:  # Keystone itself refused (the web server let the request through)
+            raise AuthError(f"Keystone at {ident.auth_url} refused the SSO login through {ident.identity_provider} "
+                            f"with protocol {ident.protocol or DEFAULT_PROTOCOL!r}: {said}",
+                            "federation may be off there, or the protocol wrong: check --protocol with your cloud's "
+                            "support") from None
         audience = f" with audience {ident.audience!r}" if ident.audience else " without an audience"
         raise AuthError(f"Keystone's web server refused the access token from {ident.issuer} (HTTP "
                         f"{exc.http_status}): it checks the token's issuer and audience; this one was asked for"
@@ -111,6 +117,19 @@ def unscoped_login(keystone: Keystone, access_token: str):
                         "support)") from None
     except ks_exc.ClientException as exc:
         raise keystone._translate(exc, action) from None
+
+
+def _keystone_message(exc: Exception) -> Optional[str]:
+    """Keystone's own error message (a JSON body), or None for another server's page."""
+    from kubectl_caas import http
+
+    response = getattr(exc, "response", None)
+    try:
+        body = http.parse_json(getattr(response, "content", b"") or b"")
+    except ValueError:
+        return None
+    message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
+    return str(message)[:300] if message else None
 
 
 def scoped_login(keystone: Keystone, unscoped, who: str):

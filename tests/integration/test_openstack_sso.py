@@ -179,3 +179,35 @@ def test_another_project_is_named_with_the_ones_the_person_has(sso_site, provide
     line = result.stderr.strip().splitlines()[-1]
     assert "NOT-MINE" in line and sso_site["project"] in line
     assert not workspace.kubeconfig.exists()
+
+
+def test_projects_with_sso_lists_the_mapped_project_and_keeps_no_grant(sso_site, provider, workspace):
+    result, _ = run_with_person(workspace, provider, ["kubectl-openstack", "projects", "--sso", "--no-browser"])
+    assert result.returncode == 0, result.stderr
+    names = [line.split("\t")[0] for line in result.stdout.splitlines()]
+    assert sso_site["project"] in names
+    # nothing kept: no cache entry, no kubeconfig, and the sign-in's refresh token is revoked
+    assert workspace.cache_entries() == {} and not workspace.kubeconfig.exists()
+    (grant,) = [r for r in provider.token_requests("device_code") if r["status"] == 200][-1:]
+    revocations = [r for r in provider.requests() if r.get("route") == "revocation"]
+    assert revocations and revocations[-1]["time"] >= grant["time"]
+
+
+def test_status_of_an_sso_context_says_how_it_renews(sso_site, provider, workspace):
+    assert sso_login(workspace, provider, sso_site["project"]).returncode == 0
+    status = workspace.run("kubectl-openstack", "status")
+    assert status.returncode == 0, status.stderr
+    line = status.stdout.strip()
+    assert "user alice" in line and sso_site["project"] in line
+    assert ("remembered" in line) if sso_site["app_credentials"] else ("SSO via infn-cc, renews with the IAM sign-in"
+                                                                      in line)
+
+
+def test_a_protocol_keystone_does_not_take_is_told_apart_from_a_refused_token(sso_site, provider, workspace):
+    # No web-server guard on this path: Keystone answers itself (401, unsupported method).
+    result = sso_login(workspace, provider, sso_site["project"], "--protocol", "saml2")
+    assert result.returncode == 3, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert "Keystone at" in line and "refused the SSO login" in line and "--protocol" in line
+    assert "audience" not in line
+    assert not workspace.kubeconfig.exists()
