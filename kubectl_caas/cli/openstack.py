@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import typer
 
-from kubectl_caas import contexts, store
+from kubectl_caas import contexts, kubeconfig, store
 from kubectl_caas.cli import common, options
 from kubectl_caas.cli import openstack_login as flows
 from kubectl_caas.cli.app import new_app, run_app, runtime
@@ -100,7 +100,10 @@ def status(ctx: typer.Context, context: Optional[str] = options.StatusContext,
             remembered = f"remembered until {common.describe_expiry(until, now)}" if until else "remembered"
         elif values.get("identity_provider"):
             via = values.get("identity_provider")
-            remembered = (f"SSO via {via}, renews with the IAM sign-in" if (entry.get("sso") or {}).get("refresh_token")
+            from kubectl_caas.keystone import Identity, federation
+
+            held = federation.load_grant(Identity.from_values(values)).get("refresh_token")
+            remembered = (f"SSO via {via}, renews with the IAM sign-in" if held
                           else f"SSO via {via}, no IAM refresh token (renewal needs `login --sso`)")
         else:
             remembered = "not remembered (renewal needs OS_PASSWORD or a prompt)"
@@ -160,10 +163,11 @@ def logout(
     from kubectl_caas.keystone import Identity, Keystone
 
     rt = runtime(ctx)
-    _merged, chosen = contexts.plugin_contexts(PLUGIN, context, all_, kubeconfig_path)
+    merged, chosen = contexts.plugin_contexts(PLUGIN, context, all_, kubeconfig_path)
     if not chosen:
         rt.notice("No kubectl-openstack contexts: nothing to log out of")
         return
+    grants: Dict[str, Any] = {}  # SSO grants of the contexts logged out: ended unless another context holds one
     passwords: Dict[Tuple[str, str], Optional[str]] = {}
     stdin_password = common.read_secret_stdin("password") if password_stdin else None
     done = set()
@@ -181,7 +185,10 @@ def logout(
                 continue
             token = ((entry.get("tokens") or {}).get("keystone") or {}).get("value")
             if identity.identity_provider:  # SSO: no password here; the federated token and IAM do it
+                from kubectl_caas.keystone import federation
+
                 _sso_logout(keystone, identity, entry, token, name, rt)
+                grants[federation.grant_path(identity)] = identity
             try:
                 if token and keystone.revoke(token):
                     rt.notice(f"{name}: token revoked")
@@ -198,50 +205,73 @@ def logout(
                 _forget_credential(keystone, credential, passwords[key], name, rt)
             store.forget(PLUGIN, path)
             rt.notice(f"{name}: logged out (cache entry removed)")
+    if grants:
+        _end_sso_grants(grants, merged, {path for path in done}, rt)
     if unreachable:
         raise NetworkError("some tokens could not be revoked at Keystone (the local copies are deleted)",
                            "the tokens expire on their own at the time `kubectl openstack status` showed")
 
 
 def _sso_logout(keystone, identity, entry: Dict[str, Any], token: Optional[str], name: str, rt: Runtime) -> None:
-    """Before the token is revoked: delete the application credential login made, then revoke the
-    IAM refresh token (RFC 7009). A token got with the credential may not delete credentials, so
-    when the cached one cannot, a fresh federated token from the IAM refresh token does."""
+    """Before the token is revoked: delete the application credential login made. A token got with
+    the credential may not delete credentials, so when the cached one cannot, a fresh federated
+    token from the IAM grant does."""
     from kubectl_caas.keystone import federation
 
     credential = entry.pop("application_credential", None) or {}
-    sso = dict(entry.get("sso") or {})
-    if credential.get("created_by_login"):
-        user_id = credential.get("user_id") or (entry.get("user") or {}).get("id")
-        gone: Optional[bool] = None
-        problem: Optional[CaasError] = None
-        for attempt in ("cached", "fresh"):
-            try:
-                if attempt == "cached":
-                    if not token:
-                        continue
-                    gone = keystone.delete_application_credential(token, user_id, credential["id"])
-                elif sso.get("refresh_token"):
-                    access, sso = federation.renew(identity, {"sso": sso}, rt, interactive=False)
-                    try:
-                        gone = keystone.delete_application_credential(access.auth_token, user_id, credential["id"])
-                    finally:
-                        keystone.revoke_quietly(access.auth_token)
-                break
-            except CaasError as exc:
-                problem = exc
-        if gone is None:
-            rt.notice(f"{name}: could not delete application credential {credential['id']} ({problem or 'no token'}); "
-                      f"delete it in the dashboard, or it stays valid until "
-                      f"{common.describe_expiry(credential.get('expires_at'))}")
-        else:
-            rt.notice(f"{name}: application credential {credential['id']} {'deleted' if gone else 'was already gone'}")
-    if sso.get("refresh_token"):
+    if not credential.get("created_by_login"):
+        return
+    user_id = credential.get("user_id") or (entry.get("user") or {}).get("id")
+    gone: Optional[bool] = None
+    problem: Optional[CaasError] = None
+    for attempt in ("cached", "fresh"):
         try:
-            federation.provider_for(identity, rt, sso).revoke(sso["refresh_token"])
-            rt.notice(f"{name}: IAM refresh token revoked at {identity.issuer}")
+            if attempt == "cached":
+                if not token:
+                    continue
+                gone = keystone.delete_application_credential(token, user_id, credential["id"])
+            else:
+                access, _ = federation.renew(identity, {}, rt, interactive=False)
+                try:
+                    gone = keystone.delete_application_credential(access.auth_token, user_id, credential["id"])
+                finally:
+                    keystone.revoke_quietly(access.auth_token)
+            break
         except CaasError as exc:
-            rt.notice(f"{name}: could not revoke the IAM refresh token ({exc}); it is forgotten here")
+            problem = exc
+    if gone is None:
+        rt.notice(f"{name}: could not delete application credential {credential['id']} ({problem or 'no token'}); "
+                  f"delete it in the dashboard, or it stays valid until "
+                  f"{common.describe_expiry(credential.get('expires_at'))}")
+    else:
+        rt.notice(f"{name}: application credential {credential['id']} {'deleted' if gone else 'was already gone'}")
+
+
+def _end_sso_grants(grants: Dict[str, Any], merged, logged_out: set, rt: Runtime) -> None:
+    """Revoke (RFC 7009) and forget each SSO grant no other logged-in context still uses."""
+    from kubectl_caas import cache
+    from kubectl_caas.keystone import Identity, federation
+
+    in_use = set()
+    for _name, _body, args in kubeconfig.contexts_of_plugin(merged, PLUGIN.command):
+        try:
+            values, path = common.cache_entry_for(PLUGIN, args)
+        except CaasError:
+            continue
+        if path not in logged_out and values.get("identity_provider") and cache.read_entry(path):
+            in_use.add(federation.grant_path(Identity.from_values(values)))
+    for path, identity in grants.items():
+        if path in in_use:
+            rt.notice(f"the IAM sign-in at {identity.issuer} stays: other contexts still use it")
+            continue
+        record = federation.load_grant(identity)
+        if record.get("refresh_token"):
+            try:
+                federation.provider_for(identity, rt, record).revoke(record["refresh_token"])
+                rt.notice(f"IAM refresh token revoked at {identity.issuer}")
+            except CaasError as exc:
+                rt.notice(f"could not revoke the IAM refresh token at {identity.issuer} ({exc}); it is forgotten here")
+        federation.forget_grant(identity)
 
 
 def _forget_credential(keystone, credential: Dict[str, Any], password: Optional[str], name: str, rt: Runtime) -> None:

@@ -124,34 +124,58 @@ def sso_unscoped(keystone, rt: Runtime, no_browser: bool):
 def sso_login(settings: Settings, identity, target: LoginTarget, remember: float, all_projects: bool,
               no_browser: bool) -> List[str]:
     """`login --sso`: sign in at the issuer, exchange the access token at Keystone's federation
-    endpoint, scope to the project and write the context (keystone/federation.py)."""
+    endpoint, scope to the project (or each of the person's projects) and write the contexts
+    (keystone/federation.py). The IAM grant is stored once, shared by the contexts."""
     from kubectl_caas.keystone import Keystone, federation
 
     rt = target.runtime
     federation.check_sso_identity(identity)
-    if all_projects:
-        # One sign-in's refresh token cannot be shared by several cache entries: IAM rotates it.
-        raise UsageError("--sso signs in for one project at a time", "run `kubectl openstack login --sso --project "
-                         "NAME` for each (`kubectl openstack projects --sso` lists them)")
-    if not (identity.project or identity.project_id):
-        raise UsageError("no project", "pass --project (`kubectl openstack projects --sso` lists yours)")
+    if all_projects and (target.context or target.namespace):
+        raise UsageError("--all-projects makes one context per project: it cannot take --context or --namespace")
+    if not all_projects and not (identity.project or identity.project_id):
+        raise UsageError("no project", "pass --project, or --all-projects (`kubectl openstack projects --sso` "
+                         "lists yours)")
     same_user = contexts.same_person(PLUGIN, identity.values())
-    kubeconfig.check_before_login(target.context or (identity.project or "").lower(), target.server, same_user,
-                                  target.kubeconfig_path, target.force)
+    kubeconfig.check_before_login(None if all_projects else target.context or (identity.project or "").lower(),
+                                  target.server, same_user, target.kubeconfig_path, target.force)
     provider = federation.provider_for(identity, rt)
     oidc_entry = federation.sign_in(provider, rt, browser=False if no_browser else None)
     keystone = Keystone(identity, rt)
-    unscoped, access = federation.federated_login(keystone, oidc_entry)
-    keystone.revoke_quietly(unscoped.auth_token)
+    unscoped = federation.unscoped_login(keystone, federation.access_token_of(oidc_entry))
+    who = unscoped.username or "you"
+    try:
+        if all_projects:
+            projects = keystone.projects(unscoped.auth_token)
+            if not projects:
+                raise AuthError(f"signed in as {who} via {identity.identity_provider}, but Keystone gives {who} no "
+                                "project", "ask your cloud's support to add you to a project")
+            scoped = [keystone.token_login(unscoped.auth_token, p["id"])
+                      for p in sorted(projects, key=lambda p: p["name"].lower())]
+        else:
+            scoped = [federation.scoped_login(keystone, unscoped, who)]
+    finally:
+        keystone.revoke_quietly(unscoped.auth_token)
+    stored = replace(identity, token_storage=None if target.storage == "disk" else target.storage)
+    previous = federation.save_grant(stored, federation.sso_record(oidc_entry), rt)
+    if previous.get("refresh_token") and previous["refresh_token"] != oidc_entry.get("refresh_token"):
+        try:  # the new sign-in replaces the grant its contexts shared
+            provider.revoke(previous["refresh_token"])
+        except CaasError:
+            pass
+    return [_finish_sso(keystone, identity, access, oidc_entry, target, remember) for access in scoped]
+
+
+def _finish_sso(keystone, identity, access, oidc_entry: Dict[str, Any], target: LoginTarget, remember: float) -> str:
+    from kubectl_caas.keystone import entry_from_access, federation
+
+    rt = target.runtime
     identity = federation.identity_after(identity, access)
     keystone.identity = identity
     credential, notice = federation.try_credential(keystone, access, remember)
     if notice:
-        rt.notice(f"kubectl-openstack: {notice}")
-    from kubectl_caas.keystone import entry_from_access
-
+        rt.notice_once(f"kubectl-openstack: {notice}")
     entry = entry_from_access(identity, access, "sso", credential, remember)
-    entry["sso"] = federation.sso_record(oidc_entry)
+    entry["sso"] = federation.project_record(oidc_entry)
     try:
         name = write(identity, entry, target, keystone)
     except CaasError:
@@ -164,56 +188,7 @@ def sso_login(settings: Settings, identity, target: LoginTarget, remember: float
     renews = "an application credential" if credential else "your IAM sign-in (refresh token)"
     rt.notice(f"Signed in as {access.username} via {identity.identity_provider} to project {access.project_name}: "
               f"token valid until {describe_expiry(access.local_expires)}; renews with {renews}")
-    return [name]
-
-
-def password_for(settings: Settings, identity, rt: Runtime, password_stdin: bool) -> str:
-    if password_stdin:
-        return read_secret_stdin("password")
-    if settings.flags.get("password"):
-        rt.notice("kubectl-openstack: warning: a password on the command line is visible to other users in `ps` "
-                  "and stays in your shell history; let the command prompt for it, or use --password-stdin")
-        return settings.flags["password"]
-    if settings.get("password"):
-        return settings.get("password")
-    if not (identity.user or identity.user_id):
-        raise UsageError("no user name", unchosen_cloud_hint(settings, "pass --user or set OS_USERNAME"))
-    password = rt.ask_secret(f"Keystone password for {identity.who} ({identity.auth_url}): ")
-    if password is None:
-        raise UsageError("no password and no terminal to ask for one",
-                         unchosen_cloud_hint(settings, "pass it with --password-stdin or set OS_PASSWORD"))
-    if not password:
-        raise UsageError("the password is empty", "type your OpenStack password (set in the dashboard)")
-    return password
-
-
-def login(settings: Settings, identity, target: LoginTarget, password_stdin: bool, secret_stdin: bool,
-          remember: float, all_projects: bool) -> List[str]:
-    """Log in as the settings say (`identity` made of them) and write the contexts; returns their names."""
-    from kubectl_caas.keystone import Keystone
-
-    rt = target.runtime
-    credential_id = settings.get("application_credential_id")
-    credential_name = settings.get("application_credential_name")
-    use_credential = uses_application_credential(settings, password_stdin)
-    if all_projects and (target.context or target.namespace):
-        raise UsageError("--all-projects makes one context per project: it cannot take --context or --namespace")
-    same_user = contexts.same_person(PLUGIN, identity.values())
-    # Refuse a broken kubeconfig or a context conflict before talking to Keystone, so nothing is
-    # created in vain.
-    kubeconfig.check_before_login(None if use_credential or all_projects else
-                                  target.context or (identity.project or "").lower(),
-                                  target.server, same_user, target.kubeconfig_path, target.force)
-    keystone = Keystone(identity, rt)
-    if use_credential:
-        if all_projects:
-            raise UsageError("an application credential belongs to one project: drop --all-projects")
-        return [_credential_login(keystone, settings, target, credential_id, credential_name, secret_stdin)]
-    password = password_for(settings, identity, rt, password_stdin)
-    if all_projects:
-        return _all_projects(keystone, password, target, remember)
-    access = keystone.password_login(password)
-    return [_finish_password_login(keystone, identity, access, target, remember)]
+    return name
 
 
 def _credential_login(keystone, settings: Settings, target: LoginTarget, credential_id: Optional[str],

@@ -8,7 +8,10 @@ What keeps such a login alive, in get-token's order: the application credential 
 (when Keystone accepts one: CloudVeneto's published `[auth] methods` lack `application_credential`,
 so it is tried once at login and deleted if refused), else the IAM refresh token (a new access
 token, a new federated token), else, at a terminal, a new sign-in. The IAM side of the cache entry
-lives under `entry["sso"]`; its refresh token is one of the plugin's long-term secrets.
+lives in a cache file of its own, the grant (`grant_path`: one per Keystone, identity provider,
+issuer and client, shared by the login's project contexts, since IAM replaces the refresh token at
+each use); a project's entry says under `sso` who signed in. The refresh token is one of the
+plugin's long-term secrets (disk or keyring, as the login chose).
 """
 from __future__ import annotations
 
@@ -71,6 +74,51 @@ def sign_in(provider: Provider, runtime: Runtime, browser: Optional[bool] = None
         if browser is None and runtime.open_browser(str(page)):
             runtime.notice("(opened it in your browser)")
     return oidc.device_login(provider, announce)
+
+
+GRANT_FIELDS = ("auth_url", "identity_provider", "protocol", "issuer", "client_id", "audience")
+
+
+def grant_path(identity: Identity) -> str:
+    """The cache file of the IAM grant an SSO login holds: one per Keystone, identity provider,
+    issuer and client, shared by that login's project contexts. IAM replaces the refresh token at
+    each use, so it must have one home (and one lock), not a copy per project."""
+    from kubectl_caas.plugins import OPENSTACK
+
+    return OPENSTACK.entry_path({f: getattr(identity, f) for f in GRANT_FIELDS})
+
+
+def load_grant(identity: Identity) -> Dict[str, Any]:
+    """The grant's record (refresh token filled in from the keyring), {} when there is none."""
+    from kubectl_caas import cache, store
+    from kubectl_caas.plugins import OPENSTACK
+
+    path = grant_path(identity)
+    return dict((store.load(OPENSTACK, path, cache.read_entry(path)) or {}).get("sso") or {})
+
+
+def save_grant(identity: Identity, record: Dict[str, Any], runtime: Runtime, renewed: bool = False) -> Dict[str, Any]:
+    """Store the grant's record (its lock held by the caller when `renewed`); returns the record it
+    replaced."""
+    from kubectl_caas import store
+    from kubectl_caas.plugins import OPENSTACK
+
+    path, entry = grant_path(identity), {"version": 1, "plugin": "openstack", "sso": record}
+    if renewed:
+        problem = store.save_renewed(OPENSTACK, path, entry, identity.token_storage, runtime)
+        if problem:
+            runtime.notice(f"kubectl-openstack: warning: {problem}")
+        return {}
+    return dict(store.replace(OPENSTACK, path, entry, identity.token_storage, runtime).get("sso") or {})
+
+
+def forget_grant(identity: Identity) -> None:
+    from kubectl_caas import store
+    from kubectl_caas.plugins import OPENSTACK
+
+    path = grant_path(identity)
+    with store.locked(path):
+        store.forget(OPENSTACK, path)
 
 
 def sso_record(oidc_entry: Dict[str, Any]) -> Dict[str, Any]:
@@ -188,29 +236,41 @@ def identity_after(identity: Identity, access) -> Identity:
 
 def renew(identity: Identity, entry: Dict[str, Any], runtime: Runtime, interactive: bool):
     """get-token's SSO renewal once the remembered credential is gone or refused: the IAM refresh
-    token, else (a person at a terminal) a new sign-in. Returns (scoped access, sso record)."""
+    token (under the grant's lock: IAM replaces it at each use), else (a person at a terminal) a
+    new sign-in. Returns (scoped access, what the project's entry keeps of the sign-in)."""
+    from kubectl_caas import store
     from kubectl_caas.keystone.logins import Keystone
+
+    with store.locked(grant_path(identity)):
+        oidc_entry = _fresh_sign_in(identity, load_grant(identity), runtime, interactive)
+        save_grant(identity, sso_record(oidc_entry), runtime, renewed=True)
+    keystone = Keystone(identity, runtime, interactive=interactive)
+    _, access = federated_login(keystone, oidc_entry)
+    return access, project_record(oidc_entry)
+
+
+def project_record(oidc_entry: Dict[str, Any]) -> Dict[str, Any]:
+    """What a project's cache entry says of its sign-in: who, and that the grant holds the rest."""
+    record = {k: v for k, v in sso_record(oidc_entry).items() if k in ("issuer", "who")}
+    return dict(record, grant=True)
+
+
+def _fresh_sign_in(identity: Identity, grant: Dict[str, Any], runtime: Runtime, interactive: bool) -> Dict[str, Any]:
     from kubectl_caas.oidc import OAuthError, entry_from_tokens
     from kubectl_caas.oidc.renewal import REFRESH_REFUSED
 
-    sso = dict(entry.get("sso") or {})
-    provider = provider_for(identity, runtime, sso)
+    provider = provider_for(identity, runtime, grant)
     why = "there is no IAM refresh token"
-    oidc_entry: Optional[Dict[str, Any]] = None
-    if sso.get("refresh_token"):
+    if grant.get("refresh_token"):
         try:
-            oidc_entry = entry_from_tokens(provider, provider.refresh(sso["refresh_token"]), {
-                "refresh_token": sso["refresh_token"]})
+            return entry_from_tokens(provider, provider.refresh(grant["refresh_token"]),
+                                     {"refresh_token": grant["refresh_token"]})
         except OAuthError as exc:
             if exc.error not in REFRESH_REFUSED:
                 raise
             why = f"the IAM refresh token was refused ({exc.error})"
-    if oidc_entry is None:
-        if not interactive:
-            raise LoginRequired(f"cannot renew the SSO login to {identity.auth_url}: {why}",
-                                "run `kubectl openstack login --sso`")
-        runtime.notice(f"kubectl-openstack: {why}; sign in again")
-        oidc_entry = sign_in(provider, runtime)
-    keystone = Keystone(identity, runtime, interactive=interactive)
-    _, access = federated_login(keystone, oidc_entry)
-    return access, {**sso, **sso_record(oidc_entry)}
+    if not interactive:
+        raise LoginRequired(f"cannot renew the SSO login to {identity.auth_url}: {why}",
+                            "run `kubectl openstack login --sso`")
+    runtime.notice(f"kubectl-openstack: {why}; sign in again")
+    return sign_in(provider, runtime)

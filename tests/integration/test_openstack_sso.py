@@ -68,16 +68,27 @@ def sso_login(workspace, provider, project, *extra, login="alice", env=None):
     return result
 
 
+def project_entries(workspace):
+    return {name: e for name, e in workspace.cache_entries().items() if "tokens" in e}
+
+
 def only_entry(workspace):
-    (entry,) = workspace.cache_entries().values()
+    (entry,) = project_entries(workspace).values()
     return entry
 
 
+def grant(workspace):
+    """The IAM grant the SSO contexts share (a cache file of its own)."""
+    (record,) = [e["sso"] for e in workspace.cache_entries().values() if "tokens" not in e]
+    return record
+
+
 def expire_keystone_token(workspace):
-    (path,) = workspace.cache.glob("*.json")
-    entry = json.loads(path.read_text())
-    entry["tokens"]["keystone"]["expires_at"] = time.time() - 5
-    path.write_text(json.dumps(entry))
+    for name in project_entries(workspace):
+        path = workspace.cache / name
+        entry = json.loads(path.read_text())
+        entry["tokens"]["keystone"]["expires_at"] = time.time() - 5
+        path.write_text(json.dumps(entry))
 
 
 def exec_args(workspace):
@@ -102,7 +113,8 @@ def test_sso_login_configures_kubectl_renews_past_expiry_and_logout_leaves_nothi
         assert credential is None and "refuses application credentials" in result.stderr
         # the credential made for the try is gone from Keystone again
         assert keystone.list_application_credentials(entry["user"]["id"]) == []
-    refresh_token = entry["sso"]["refresh_token"]
+    refresh_token = grant(workspace)["refresh_token"]
+    assert "refresh_token" not in entry["sso"]  # one home for it, shared by the contexts
     raw = workspace.kubeconfig.read_text()
     assert refresh_token not in raw and entry["tokens"]["keystone"]["value"] not in raw
     # Past the Keystone token's expiry kubectl keeps working, silently.
@@ -117,13 +129,14 @@ def test_sso_login_configures_kubectl_renews_past_expiry_and_logout_leaves_nothi
     assert renewed["tokens"]["keystone"]["value"] != entry["tokens"]["keystone"]["value"]
     # Logout: Keystone token revoked, credential deleted, IAM refresh token revoked.
     token = renewed["tokens"]["keystone"]["value"]
-    rt = renewed["sso"]["refresh_token"]
+    rt = grant(workspace)["refresh_token"]
     assert keystone.validate_token(token)[0] == 200
     out = workspace.run("kubectl-openstack", "logout")
     assert out.returncode == 0, out.stderr
     assert keystone.validate_token(token)[0] in (401, 404)  # revoked
     assert keystone.list_application_credentials(renewed["user"]["id"]) == []
     assert provider.introspect(rt)["active"] is False
+    assert workspace.cache_entries() == {}  # the grant's file too
     after = workspace.run("kubectl-openstack", *exec_args(workspace), env={"KUBERNETES_EXEC_INFO": NOT_INTERACTIVE})
     assert after.returncode == 5 and "kubectl openstack login" in after.stderr
 
@@ -211,3 +224,39 @@ def test_a_protocol_keystone_does_not_take_is_told_apart_from_a_refused_token(ss
     assert "Keystone at" in line and "refused the SSO login" in line and "--protocol" in line
     assert "audience" not in line
     assert not workspace.kubeconfig.exists()
+
+
+def test_all_projects_share_one_iam_grant_and_logout_ends_it_with_the_last_context(federation, provider,
+                                                                                  kube_api_for, workspace):
+    keystone, first, app_credentials = federation
+    second = unique("ATLAS")
+    keystone.create_project(second)
+    keystone.map_group(None, second)
+    configure(workspace, keystone, provider, standin_for(kube_api_for, keystone))
+    result, _ = run_with_person(workspace, provider, ["kubectl-openstack", "login", "--sso", "--all-projects",
+                                                      "--no-browser"])
+    assert result.returncode == 0, result.stderr
+    names = {first.lower(), second.lower()}
+    assert names <= {c["name"] for c in workspace.config()["contexts"]}
+    assert result.stderr.count("To sign in") == 1  # one sign-in for every project
+    # Both renew past expiry, one after the other, from the one grant (IAM replaces its refresh
+    # token at each use: a copy per project would die at the first renewal).
+    for _ in range(2):
+        expire_keystone_token(workspace)
+        for name in sorted(names):
+            pods = workspace.kubectl("--context", name, "get", "pods", "-n", name)
+            assert pods.returncode == 0, pods.stderr
+    out = workspace.run("kubectl-openstack", "logout", "--context", first.lower())
+    assert out.returncode == 0, out.stderr
+    assert "other contexts still use it" in out.stderr
+    # (deleting the first context's credential may have used the grant, and so replaced its token)
+    assert provider.introspect(grant(workspace)["refresh_token"])["active"] is True
+    expire_keystone_token(workspace)
+    pods = workspace.kubectl("--context", second.lower(), "get", "pods", "-n", second.lower())
+    assert pods.returncode == 0, pods.stderr
+    rt = grant(workspace)["refresh_token"]
+    out = workspace.run("kubectl-openstack", "logout", "--context", second.lower())
+    assert out.returncode == 0, out.stderr
+    assert "IAM refresh token revoked" in out.stderr
+    assert provider.introspect(rt)["active"] is False
+    assert workspace.cache_entries() == {}
