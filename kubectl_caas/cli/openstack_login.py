@@ -191,6 +191,55 @@ def _finish_sso(keystone, identity, access, oidc_entry: Dict[str, Any], target: 
     return name
 
 
+def password_for(settings: Settings, identity, rt: Runtime, password_stdin: bool) -> str:
+    if password_stdin:
+        return read_secret_stdin("password")
+    if settings.flags.get("password"):
+        rt.notice("kubectl-openstack: warning: a password on the command line is visible to other users in `ps` "
+                  "and stays in your shell history; let the command prompt for it, or use --password-stdin")
+        return settings.flags["password"]
+    if settings.get("password"):
+        return settings.get("password")
+    if not (identity.user or identity.user_id):
+        raise UsageError("no user name", unchosen_cloud_hint(settings, "pass --user or set OS_USERNAME"))
+    password = rt.ask_secret(f"Keystone password for {identity.who} ({identity.auth_url}): ")
+    if password is None:
+        raise UsageError("no password and no terminal to ask for one",
+                         unchosen_cloud_hint(settings, "pass it with --password-stdin or set OS_PASSWORD"))
+    if not password:
+        raise UsageError("the password is empty", "type your OpenStack password (set in the dashboard)")
+    return password
+
+
+def login(settings: Settings, identity, target: LoginTarget, password_stdin: bool, secret_stdin: bool,
+          remember: float, all_projects: bool) -> List[str]:
+    """Log in as the settings say (`identity` made of them) and write the contexts; returns their names."""
+    from kubectl_caas.keystone import Keystone
+
+    rt = target.runtime
+    credential_id = settings.get("application_credential_id")
+    credential_name = settings.get("application_credential_name")
+    use_credential = uses_application_credential(settings, password_stdin)
+    if all_projects and (target.context or target.namespace):
+        raise UsageError("--all-projects makes one context per project: it cannot take --context or --namespace")
+    same_user = contexts.same_person(PLUGIN, identity.values())
+    # Refuse a broken kubeconfig or a context conflict before talking to Keystone, so nothing is
+    # created in vain.
+    kubeconfig.check_before_login(None if use_credential or all_projects else
+                                  target.context or (identity.project or "").lower(),
+                                  target.server, same_user, target.kubeconfig_path, target.force)
+    keystone = Keystone(identity, rt)
+    if use_credential:
+        if all_projects:
+            raise UsageError("an application credential belongs to one project: drop --all-projects")
+        return [_credential_login(keystone, settings, target, credential_id, credential_name, secret_stdin)]
+    password = password_for(settings, identity, rt, password_stdin)
+    if all_projects:
+        return _all_projects(keystone, password, target, remember)
+    access = keystone.password_login(password)
+    return [_finish_password_login(keystone, identity, access, target, remember)]
+
+
 def _credential_login(keystone, settings: Settings, target: LoginTarget, credential_id: Optional[str],
                       credential_name: Optional[str], secret_stdin: bool) -> str:
     from kubectl_caas.keystone import entry_from_access
