@@ -154,7 +154,7 @@ class OIDCProvider:
         id_token_aud_array: bool = False,
         port: int = 0,
         workdir: str | os.PathLike[str] | None = None,
-        startup_timeout: float = 30.0,
+        startup_timeout: float = 60.0,
     ) -> None:
         self.cert = str(cert or (pki.server_cert if pki is not None else ""))
         self.key = str(key or (pki.server_key if pki is not None else ""))
