@@ -26,7 +26,7 @@ from tests.servers.browser_standin import (
     approve_device_code,
     deny_device_code,
 )
-from tests.servers.oidc_provider import DEVICE_CODE_GRANT, OIDCProvider
+from tests.servers.oidc_provider import DEVICE_CODE_GRANT, OIDCProvider, OIDCProviderError
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -335,6 +335,36 @@ def test_request_log_counts_token_requests(generic_factory) -> None:
 
 
 # -- process handling and the CLI ------------------------------------------------------------------
+def _hanging_node(tmp_path: Path, hangs: int) -> Path:
+    """A stand-in for `node` whose first `hangs` starts never get anywhere; later ones are node."""
+    import shutil
+
+    real = shutil.which("node") or "/usr/bin/node"
+    script = tmp_path / "node"
+    script.write_text(f"""#!/bin/sh
+count=$(cat "{tmp_path}/starts" 2>/dev/null || echo 0)
+echo $((count + 1)) > "{tmp_path}/starts"
+if [ "$count" -lt {hangs} ]; then exec sleep 600; fi
+exec "{real}" "$@"
+""")
+    script.chmod(0o755)
+    return script
+
+
+def test_a_start_that_hangs_is_tried_once_more(oidc_pki, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NODE", str(_hanging_node(tmp_path, hangs=1)))
+    with OIDCProvider(oidc_pki, startup_timeout=3) as op:
+        assert requests.get(op.url("/.well-known/openid-configuration"), verify=op.ca_cert, timeout=10).ok
+    assert (tmp_path / "starts").read_text().strip() == "2"
+
+
+def test_two_hung_starts_are_an_error_that_says_so(oidc_pki, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NODE", str(_hanging_node(tmp_path, hangs=2)))
+    with pytest.raises(OIDCProviderError) as failed:
+        OIDCProvider(oidc_pki, startup_timeout=2).start()
+    assert "not ready after 2" in str(failed.value) and "hung too" in str(failed.value)
+
+
 def test_stops_cleanly_on_sigterm(oidc_pki) -> None:
     op = OIDCProvider(oidc_pki).start()
     assert requests.get(op.url("/.well-known/openid-configuration"), verify=op.ca_cert, timeout=10).ok

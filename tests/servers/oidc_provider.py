@@ -52,6 +52,10 @@ class OIDCProviderError(RuntimeError):
     pass
 
 
+class _StartHung(OIDCProviderError):
+    """The provider process lives but never said READY."""
+
+
 def _node() -> str:
     node = os.environ.get("NODE") or shutil.which("node") or "/usr/bin/node"
     if not Path(node).exists() and shutil.which(node) is None:
@@ -154,7 +158,7 @@ class OIDCProvider:
         id_token_aud_array: bool = False,
         port: int = 0,
         workdir: str | os.PathLike[str] | None = None,
-        startup_timeout: float = 60.0,
+        startup_timeout: float = 30.0,
     ) -> None:
         self.cert = str(cert or (pki.server_cert if pki is not None else ""))
         self.key = str(key or (pki.server_key if pki is not None else ""))
@@ -222,6 +226,19 @@ class OIDCProvider:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> OIDCProvider:
+        """Start the provider and wait for its READY line. A start that hangs (seen about once in
+        a thousand, under load and not: the process lives but never prints READY) is stopped and
+        tried once more; one that exits is reported at once."""
+        try:
+            return self._start_once()
+        except _StartHung as hung:
+            first = str(hung)
+        try:
+            return self._start_once()
+        except _StartHung as hung:
+            raise OIDCProviderError(f"{hung}\n(the first try hung too: {first})") from None
+
+    def _start_once(self) -> OIDCProvider:
         if self._proc is not None:
             raise OIDCProviderError("already started")
         ensure_node_modules()
@@ -311,8 +328,9 @@ class OIDCProvider:
                     else f"not ready after {self.startup_timeout} s"
                 )
                 tail = self._tail()
+                exited = self._proc.poll() is not None
                 self.stop()
-                raise OIDCProviderError(f"test OpenID provider {reason}:\n{tail}")
+                raise (OIDCProviderError if exited else _StartHung)(f"test OpenID provider {reason}:\n{tail}")
         return self
 
     def _read_stdout(self, proc: subprocess.Popen[str], out: Any) -> None:
