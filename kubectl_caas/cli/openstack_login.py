@@ -176,15 +176,7 @@ def _finish_sso(keystone, identity, access, oidc_entry: Dict[str, Any], target: 
         rt.notice_once(f"kubectl-openstack: {notice}")
     entry = entry_from_access(identity, access, "sso", credential, remember)
     entry["sso"] = federation.project_record(oidc_entry)
-    try:
-        name = write(identity, entry, target, keystone)
-    except CaasError:
-        if credential:
-            try:
-                keystone.delete_application_credential(access.auth_token, access.user_id, credential["id"])
-            except CaasError:
-                pass
-        raise
+    name = _write_or_delete_credential(identity, entry, target, keystone, access, credential)
     renews = "an application credential" if credential else "your IAM sign-in (refresh token)"
     rt.notice(f"Signed in as {access.username} via {identity.identity_provider} to project {access.project_name}: "
               f"token valid until {describe_expiry(access.local_expires)}; renews with {renews}")
@@ -285,21 +277,26 @@ def _finish_password_login(keystone, identity, access, target: LoginTarget, reme
         identity = replace(identity, project=access.project_name)
     credential = _remember(keystone, access, remember)
     entry = entry_from_access(identity, access, "password", credential, remember)
+    name = _write_or_delete_credential(identity, entry, target, keystone, access, credential)
+    remembered = f"; remembered until {describe_expiry(credential['expires_at'])}" if credential else ""
+    target.runtime.notice(f"Logged in as {access.username} to project {access.project_name}: token valid until "
+                          f"{describe_expiry(access.local_expires)}{remembered}")
+    return name
+
+
+def _write_or_delete_credential(identity, entry: Dict[str, Any], target: LoginTarget, keystone, access,
+                                credential: Optional[Dict[str, Any]]) -> str:
+    """`write`, and when nothing could record the credential just created (a full disk, a refused
+    kubeconfig...), delete it, or it would stay valid on Keystone with nobody to remove it."""
     try:
-        name = write(identity, entry, target, keystone)
+        return write(identity, entry, target, keystone)
     except CaasError:
-        # Nothing records the credential just created (a full disk, a refused kubeconfig...): delete
-        # it now, or it would stay valid on Keystone with nobody to remove it.
         if credential:
             try:
                 keystone.delete_application_credential(access.auth_token, access.user_id, credential["id"])
             except CaasError:
                 pass
         raise
-    remembered = f"; remembered until {describe_expiry(credential['expires_at'])}" if credential else ""
-    target.runtime.notice(f"Logged in as {access.username} to project {access.project_name}: token valid until "
-                          f"{describe_expiry(access.local_expires)}{remembered}")
-    return name
 
 
 def _all_projects(keystone, password: str, target: LoginTarget, remember: float) -> List[str]:
