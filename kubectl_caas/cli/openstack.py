@@ -222,29 +222,26 @@ def _sso_logout(keystone, identity, entry: Dict[str, Any], token: Optional[str],
     if not credential.get("created_by_login"):
         return
     user_id = credential.get("user_id") or (entry.get("user") or {}).get("id")
-    gone: Optional[bool] = None
-    problem: Optional[CaasError] = None
-    for attempt in ("cached", "fresh"):
+
+    def with_fresh_token() -> bool:
+        access, _ = federation.renew(identity, {}, rt, interactive=False)
         try:
-            if attempt == "cached":
-                if not token:
-                    continue
-                gone = keystone.delete_application_credential(token, user_id, credential["id"])
-            else:
-                access, _ = federation.renew(identity, {}, rt, interactive=False)
-                try:
-                    gone = keystone.delete_application_credential(access.auth_token, user_id, credential["id"])
-                finally:
-                    keystone.revoke_quietly(access.auth_token)
-            break
-        except CaasError as exc:
-            problem = exc
-    if gone is None:
-        rt.notice(f"{name}: could not delete application credential {credential['id']} ({problem or 'no token'}); "
-                  f"delete it in the dashboard, or it stays valid until "
-                  f"{common.describe_expiry(credential.get('expires_at'))}")
-    else:
-        rt.notice(f"{name}: application credential {credential['id']} {'deleted' if gone else 'was already gone'}")
+            return keystone.delete_application_credential(access.auth_token, user_id, credential["id"])
+        finally:
+            keystone.revoke_quietly(access.auth_token)
+
+    try:
+        try:
+            if not token:
+                raise CaasError("no cached token")
+            gone = keystone.delete_application_credential(token, user_id, credential["id"])
+        except CaasError:
+            gone = with_fresh_token()
+    except CaasError as exc:
+        rt.notice(f"{name}: could not delete application credential {credential['id']} ({exc}); delete it in the "
+                  f"dashboard, or it stays valid until {common.describe_expiry(credential.get('expires_at'))}")
+        return
+    rt.notice(f"{name}: application credential {credential['id']} {'deleted' if gone else 'was already gone'}")
 
 
 def _end_sso_grants(grants: Dict[str, Any], merged, logged_out: set, rt: Runtime) -> None:
