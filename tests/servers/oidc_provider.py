@@ -250,6 +250,10 @@ class OIDCProvider:
         self.log_path.touch()
         args = [
             _node(),
+            # A hung start is diagnosed from a report node writes on SIGUSR2 (see _hang_report).
+            "--report-on-signal",
+            "--report-signal=SIGUSR2",
+            f"--report-directory={self.workdir}",
             str(OIDC_DIR / "provider.mjs"),
             "--mode",
             "iam" if self.iam_like else "generic",
@@ -329,6 +333,8 @@ class OIDCProvider:
                 )
                 tail = self._tail()
                 exited = self._proc.poll() is not None
+                if not exited:
+                    tail += self._hang_report()
                 self.stop()
                 raise (OIDCProviderError if exited else _StartHung)(f"test OpenID provider {reason}:\n{tail}")
         return self
@@ -344,6 +350,40 @@ class OIDCProvider:
                 if not self._ready.is_set() and line.startswith("READY "):
                     self.issuer = line.split(" ", 1)[1].strip()
                     self._ready.set()
+
+    def _hang_report(self) -> str:
+        """What a provider that lives but never said READY is doing: each thread's kernel state
+        and wait channel, and node's own diagnostic report (JavaScript and native stacks, libuv
+        handles), asked for with SIGUSR2."""
+        assert self._proc is not None and self.workdir is not None
+        pid = self._proc.pid
+        lines = ["", "-- hung start, threads (name state wchan):"]
+        for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+            with contextlib.suppress(OSError, IndexError):
+                state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                lines.append(f"  {(task / 'comm').read_text().strip()} {state} {(task / 'wchan').read_text()}")
+        with contextlib.suppress(OSError):
+            self._proc.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 5
+        reports: list[Path] = []
+        while not reports and time.monotonic() < deadline:
+            time.sleep(0.1)
+            reports = [r for r in self.workdir.glob("report.*.json") if r.stat().st_size]
+        if not reports:
+            return "\n".join([*lines, "-- node wrote no diagnostic report within 5 s"])
+        time.sleep(0.2)  # the report is written in one go; let it finish
+        try:
+            report = json.loads(reports[0].read_text())
+        except (OSError, ValueError) as exc:
+            return "\n".join([*lines, f"-- node's report unreadable: {exc}"])
+        js = report.get("javascriptStack", {})
+        lines.append(f"-- javascript: {js.get('message', '')}")
+        lines += [f"  {frame}" for frame in js.get("stack", [])[:25]]
+        lines.append("-- native:")
+        lines += [f"  {f.get('symbol', '')}" for f in report.get("nativeStack", [])[:25]]
+        lines.append("-- libuv handles:")
+        lines += [f"  {h.get('type')} active={h.get('is_active')}" for h in report.get("libuv", [])]
+        return "\n".join(lines)
 
     def _tail(self, n: int = 4000) -> str:
         with contextlib.suppress(OSError):
