@@ -344,7 +344,8 @@ def _hanging_node(tmp_path: Path, hangs: int) -> Path:
     script.write_text(f"""#!/bin/sh
 count=$(cat "{tmp_path}/starts" 2>/dev/null || echo 0)
 echo $((count + 1)) > "{tmp_path}/starts"
-if [ "$count" -lt {hangs} ]; then exec sleep 600; fi
+# A hung start is node itself, idle forever, with the options that ask for a report on SIGUSR2.
+if [ "$count" -lt {hangs} ]; then exec "{real}" "$1" "$2" "$3" -e 'setInterval(() => {{}}, 1000)'; fi
 exec "{real}" "$@"
 """)
     script.chmod(0o755)
@@ -363,6 +364,10 @@ def test_two_hung_starts_are_an_error_that_says_so(oidc_pki, tmp_path, monkeypat
     with pytest.raises(OIDCProviderError) as failed:
         OIDCProvider(oidc_pki, startup_timeout=2).start()
     assert "not ready after 2" in str(failed.value) and "hung too" in str(failed.value)
+    # Each hung start says what node was doing: its threads, and node's own report.
+    said = str(failed.value)
+    assert said.count("-- hung start, threads") == 2 and "node " in said
+    assert said.count("-- libuv handles:") == 2 and "timer active=True" in said
 
 
 def test_stops_cleanly_on_sigterm(oidc_pki) -> None:
