@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 
 all: test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/kubectl_caas_front
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -37,7 +37,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
-PLUGIN_SOURCES := $(shell find kubectl_caas -name '*.py' -o -name '*.json') pyproject.toml plugins/build.py \
+PLUGIN_SOURCES := $(shell find kubectl_caas -name '*.py' -o -name '*.json') pyproject.toml plugins/build.py scripts/kubectl_caas_front \
 	$(wildcard plugins/krew/*.yaml)
 
 # `make plugins SITE=plugins/sites/NAME.yaml` bakes that site's defaults into both files

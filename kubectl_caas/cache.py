@@ -149,6 +149,12 @@ def split_path(path: str) -> Tuple[str, str]:
 # Reading
 
 
+def read_bytes(path: str) -> Optional[bytes]:
+    """A file of the cache (a ready credential), with read_entry's checks; None when missing or refused."""
+    state, data, _reason = _read(path, False)
+    return data if state == OK else None
+
+
 def read_entry(path: str) -> Optional[Dict[str, Any]]:
     """The entry at `path`, or None when it is missing or cannot be trusted or parsed.
 
@@ -168,6 +174,19 @@ def inspect_entry(path: str) -> Tuple[str, Optional[Dict[str, Any]], Optional[st
 
 
 def _load(path: str, report: bool) -> Tuple[str, Optional[Dict[str, Any]], Optional[str]]:
+    state, data, reason = _read(path, report)
+    if state != OK:
+        return state, None, reason
+    try:
+        entry = hotpath.loads(data)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested deeper than the parser goes
+        return UNREADABLE, None, "it is not valid JSON"
+    if not isinstance(entry, dict):
+        return UNREADABLE, None, "it does not hold a JSON object"
+    return OK, entry, None
+
+
+def _read(path: str, report: bool) -> Tuple[str, Optional[bytes], Optional[str]]:
     directory, name = split_path(path)
     uid = os.getuid()
     try:
@@ -213,13 +232,7 @@ def _load(path: str, report: bool) -> Tuple[str, Optional[Dict[str, Any]], Optio
         os.close(fd)
     if len(data) > MAX_ENTRY_BYTES:
         return UNREADABLE, None, f"it is larger than the cache's limit of {MAX_ENTRY_BYTES} bytes"
-    try:
-        entry = hotpath.loads(data)
-    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested deeper than the parser goes
-        return UNREADABLE, None, "it is not valid JSON"
-    if not isinstance(entry, dict):
-        return UNREADABLE, None, "it does not hold a JSON object"
-    return OK, entry, None
+    return OK, data, None
 
 
 def _refused(path: str, reason: str, report: bool) -> Tuple[str, None, str]:

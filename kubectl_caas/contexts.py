@@ -126,8 +126,44 @@ def _is_shim(path: str) -> bool:
 
 def exec_user(plugin: Plugin, args: List[str]) -> Dict[str, Any]:
     """The kubeconfig user stanza that runs this plugin's get-token with `args`."""
-    return kubeconfig.exec_user_body(plugin_command(plugin.command), args,
-                                     f"{plugin.command} is part of kubectl-caas: pipx install kubectl-caas")
+    # The shell front (ready.py) when it ships beside the plugin: cache hits without starting Python.
+    command, env = front_stanza(plugin, plugin_command(plugin.command), list(args))
+    return kubeconfig.exec_user_body(command, args,
+                                     f"{plugin.command} is part of kubectl-caas: pipx install kubectl-caas", env)
+
+
+def is_front(path: str) -> bool:
+    """Does this file start with the front (the installed script, or a single-file build)?"""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8192)
+    except OSError:
+        return False
+    return head.startswith(b"#!/bin/sh\n") and kubeconfig.FRONT_MARK in head
+
+
+def front_stanza(plugin: Plugin, command: str, args: List[str]) -> Tuple[str, Optional[List[Dict[str, str]]]]:
+    """(command, env) for the kubeconfig user: kubectl-caas's get-token shell front (ready.py) with
+    the ready credential's file name, when one ships beside `command` (or `command` starts with
+    one: a single-file build); else `command` as it is. KUBECTL_CAAS_FAST_PATH=0 at login opts out."""
+    if os.environ.get("KUBECTL_CAAS_FAST_PATH", "") == "0" or not os.path.isabs(command) \
+            or not kubeconfig.front_can_compare(args):
+        return command, None
+    try:
+        values = exec_values(plugin, args)
+        kind = plugin.bearer(values)
+    except CaasError:
+        return command, None
+    from kubectl_caas.credential import ready_path
+
+    env = [{"name": kubeconfig.FRONT_READY_ENV, "value": os.path.basename(ready_path(plugin.entry_path(values),
+                                                                                          kind))}]
+    if is_front(command):  # a single-file build: the file itself starts with the front
+        return command, env
+    front = os.path.join(os.path.dirname(command), kubeconfig.FRONT)
+    if os.path.isfile(front) and os.access(front, os.X_OK) and is_front(front):
+        return front, [*env, {"name": kubeconfig.FRONT_PLUGIN_ENV, "value": command}]
+    return command, None
 
 
 # ---------------------------------------------------------------------------------------------

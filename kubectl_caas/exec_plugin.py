@@ -10,6 +10,17 @@ from __future__ import annotations
 import sys
 
 from kubectl_caas import cache, hotpath, identity
+# The ExecCredential and the freshness rule live in credential.py, shared with the ready credential.
+from kubectl_caas.credential import (  # noqa: F401 - get-token's names, as before
+    DEFAULT_EXEC_API_VERSION,
+    EXEC_API_VERSIONS,
+    LAST_EXPIRY,
+    MAX_RENEW_MARGIN,
+    cached_token,
+    exec_credential,
+    fresh_token,
+    renew_margin,
+)
 from kubectl_caas.errors import EXIT_USAGE, CaasError
 
 TYPE_CHECKING = False  # importing typing costs ~3 ms on every kubectl command
@@ -18,17 +29,6 @@ if TYPE_CHECKING:
 
     from kubectl_caas.plugins import Plugin
     from kubectl_caas.runtime import Runtime
-
-EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
-DEFAULT_EXEC_API_VERSION = EXEC_API_VERSIONS[0]
-
-MAX_RENEW_MARGIN = 60.0
-LAST_EXPIRY = 253402300799.0  # 9999-12-31T23:59:59Z, the last moment an RFC 3339 timestamp can say
-
-
-def renew_margin(lifetime: float) -> float:
-    """Renew this long before expiry: at most 60 s and at most a tenth of the token's lifetime."""
-    return max(0.0, min(MAX_RENEW_MARGIN, lifetime / 10.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,46 +58,6 @@ def exec_info(environ: Mapping[str, str]) -> Tuple[str, Optional[bool]]:
     spec = info.get("spec")
     interactive = spec.get("interactive") if isinstance(spec, dict) else None
     return version, interactive if isinstance(interactive, bool) else None
-
-
-def cached_token(entry: Optional[Mapping[str, Any]], kind: str) -> Optional[Mapping[str, Any]]:
-    """The entry's bearer of this kind, or None when the entry does not hold a well-formed one."""
-    tokens = entry.get("tokens") if isinstance(entry, dict) else None
-    token = tokens.get(kind) if isinstance(tokens, dict) else None
-    if not isinstance(token, dict) or not isinstance(token.get("value"), str) or not token["value"]:
-        return None
-    try:
-        expires_at = float(token["expires_at"])
-        issued_at = float(token.get("issued_at") or 0)
-    except (KeyError, TypeError, ValueError, OverflowError):
-        return None
-    # NaN and infinity fail these comparisons too; beyond year 9999 no date can be formatted.
-    if not (0 < expires_at < LAST_EXPIRY and 0 <= issued_at < LAST_EXPIRY):
-        return None
-    return token
-
-
-def fresh_token(entry: Optional[Mapping[str, Any]], kind: str, now: float) -> Optional[Mapping[str, Any]]:
-    """The cached bearer of this kind when it is still good beyond the renewal margin."""
-    token = cached_token(entry, kind)
-    if token is None:
-        return None
-    expires_at = float(token["expires_at"])
-    issued_at = float(token.get("issued_at") or now)
-    if now < expires_at - renew_margin(expires_at - issued_at):
-        return token
-    return None
-
-
-def exec_credential(api_version: str, token: Mapping[str, Any]) -> str:
-    import time
-
-    expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(token["expires_at"])))
-    return hotpath.dumps_flat({
-        "apiVersion": api_version,
-        "kind": "ExecCredential",
-        "status": {"token": token["value"], "expirationTimestamp": expiry},
-    })
 
 
 GET_TOKEN_HELP = """Usage: {command} get-token [OPTIONS]
@@ -131,13 +91,17 @@ def get_token(plugin: Plugin, argv: List[str], runtime: Runtime) -> int:
         api_version, interactive = exec_info(runtime.environ)
         # --force-refresh: renew even a token that is still good (new group memberships, say).
         force = bool(flags.get("force-refresh"))
-        if force and not values:  # typed by a person: the current context's login
+        from_context = force and not values
+        if from_context:  # typed by a person: the current context's login
             values = _current_context_values(plugin)
         kind = plugin.bearer(values)
         path = plugin.entry_path(values)
         token = None if force else fresh_token(cache.read_entry(path), kind, runtime.clock())
         if token is None:
-            token = _renew(plugin, values, kind, path, interactive, runtime, force)
+            # The exec args as the kubeconfig holds them, for the ready credential (ready.py); for a
+            # --force-refresh typed by a person, the current context's (read in _renew).
+            exec_args = None if from_context else ["get-token", *(a for a in argv if a != "--force-refresh")]
+            token = _renew(plugin, values, kind, path, interactive, runtime, force, exec_args)
         sys.stdout.write(exec_credential(api_version, token) + "\n")
         return 0
     except CaasError as exc:
@@ -161,8 +125,19 @@ def _current_context_values(plugin: Plugin) -> Dict[str, str]:
     return contexts.exec_values(plugin, args)
 
 
+def _current_context_args(plugin: Plugin) -> Optional[List[str]]:
+    try:
+        from kubectl_caas import contexts
+
+        _, chosen = contexts.plugin_contexts(plugin, None, False, None)
+        (_, _, args), = chosen
+        return list(args)
+    except Exception:  # noqa: BLE001 - only for the ready credential: without it, no fast path
+        return None
+
+
 def _renew(plugin: Plugin, values: Dict[str, str], kind: str, path: str, interactive: Optional[bool],
-           runtime: Runtime, force: bool = False) -> Mapping[str, Any]:
+           runtime: Runtime, force: bool = False, exec_args: Optional[List[str]] = None) -> Mapping[str, Any]:
     if interactive is None:  # not run by kubectl: a person at a terminal may answer
         interactive = runtime.isatty()
     from kubectl_caas import store
@@ -194,7 +169,9 @@ def _renew(plugin: Plugin, values: Dict[str, str], kind: str, path: str, interac
         note_offset(plugin, new_entry, entry, runtime)
         # kubectl gets the new token even when it cannot be saved (a full disk, say): the renewal
         # happened, and a refresh token rotated by it must not be thrown away with an error.
-        problem = store.save_renewed(plugin, path, new_entry, values.get("token_storage"), runtime)
+        if exec_args is None and force:
+            exec_args = _current_context_args(plugin)
+        problem = store.save_renewed(plugin, path, new_entry, values.get("token_storage"), runtime, exec_args)
         if problem:
             runtime.notice(f"{plugin.command}: warning: {problem}")
         return token

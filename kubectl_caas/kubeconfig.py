@@ -174,12 +174,25 @@ def upsert(entry: Entry, *, explicit_path: Optional[str] = None, make_current: b
 # Reading exec stanzas
 
 
-def exec_user_body(command: str, args: Sequence[str], install_hint: Optional[str] = None) -> Dict[str, Any]:
+# kubectl-caas's get-token shell front (ready.py) and the variable that names the plugin it runs.
+FRONT = "kubectl_caas_front"
+FRONT_PLUGIN_ENV = "KUBECTL_CAAS_PLUGIN"
+FRONT_READY_ENV = "KUBECTL_CAAS_READY"  # the ready credential's file name in the cache directory
+FRONT_MARK = b"#@kubectl-caas-front-end"  # in the front, and in a single-file build that starts with it
+
+
+def front_can_compare(args: Sequence[str]) -> bool:
+    """Can the front compare these exec args with a ready credential's exactly (it joins them with tabs)?"""
+    return bool(args) and args[0] == "get-token" and not any(c in a for a in args for c in "\t\n\r\0")
+
+
+def exec_user_body(command: str, args: Sequence[str], install_hint: Optional[str] = None,
+                   env: Optional[List[Dict[str, str]]] = None) -> Dict[str, Any]:
     body: Dict[str, Any] = {
         "apiVersion": "client.authentication.k8s.io/v1",
         "command": command,
         "args": list(args),
-        "env": None,
+        "env": env or None,
         "interactiveMode": "IfAvailable",
         "provideClusterInfo": False,
     }
@@ -197,8 +210,16 @@ def exec_args(user_body: Dict[str, Any]) -> Optional[List[str]]:
 
 
 def exec_command(user_body: Dict[str, Any]) -> Optional[str]:
+    """The plugin the exec stanza runs: through kubectl-caas's shell front, the one it names."""
     exec_ = user_body.get("exec") if isinstance(user_body, dict) else None
-    return exec_.get("command") if isinstance(exec_, dict) else None
+    command = exec_.get("command") if isinstance(exec_, dict) else None
+    env = exec_.get("env") if isinstance(exec_, dict) else None
+    if not isinstance(command, str) or os.path.basename(command) != FRONT or not isinstance(env, list):
+        return command
+    for item in env:
+        if isinstance(item, dict) and item.get("name") == FRONT_PLUGIN_ENV and isinstance(item.get("value"), str):
+            return item["value"]
+    return command
 
 
 def contexts_of_plugin(merged: Merged, plugin_command: str) -> List[Tuple[str, Dict[str, Any], List[str]]]:

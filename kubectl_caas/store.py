@@ -11,7 +11,7 @@ notice says so once, instead of failing or prompting on every call.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from kubectl_caas import cache, locks
 from kubectl_caas.errors import CaasError
@@ -107,20 +107,36 @@ def _on_disk(plugin: Plugin, cache_path: str, entry: Dict[str, Any], storage: Op
 
 
 def save(plugin: Plugin, cache_path: str, entry: Dict[str, Any], storage: Optional[str],
-         runtime: Optional[Runtime] = None) -> None:
-    """Write the entry (its lock held); with storage 'keyring', its long-term secrets go to the keyring."""
+         runtime: Optional[Runtime] = None, args: Optional[List[str]] = None) -> None:
+    """Write the entry (its lock held); with storage 'keyring', its long-term secrets go to the keyring.
+
+    The entry's ready credentials (ready.py) follow it: removed before it is written, so that none
+    outlives the token it was made from, and written again after it for the exec `args` given
+    (a login's, a renewal's) and for those each one answered before."""
+    from kubectl_caas import ready
+
+    kinds = getattr(plugin, "bearers", ())
+    answered = ready.remove(cache_path, kinds) if kinds else {}
     cache.write_entry(cache_path, _on_disk(plugin, cache_path, entry, storage, runtime))
+    if args is not None and kinds:
+        kind = ready.kind_of(plugin, args)
+        if kind is not None:
+            answered[kind] = list(args)
+    if answered:
+        ready.write(plugin, cache_path, entry, answered)
 
 
 def replace(plugin: Plugin, cache_path: str, entry: Dict[str, Any], storage: Optional[str],
-            runtime: Optional[Runtime] = None, before: Optional[Any] = None) -> Dict[str, Any]:
+            runtime: Optional[Runtime] = None, before: Optional[Any] = None,
+            args: Optional[List[str]] = None) -> Dict[str, Any]:
     """A login's entry saved under the lock; returns the entry it replaced (secrets filled in), {}
-    if none. `before(new, previous)` runs first, under the same lock."""
+    if none. `before(new, previous)` runs first, under the same lock. `args`: the kubeconfig's
+    exec args for this login, for its ready credential."""
     with locked(cache_path):
         previous = load(plugin, cache_path, cache.read_entry(cache_path)) or {}
         if before is not None:
             before(entry, previous)
-        save(plugin, cache_path, entry, storage, runtime)
+        save(plugin, cache_path, entry, storage, runtime, args)
     return previous
 
 
@@ -130,21 +146,24 @@ DISPOSABLE = ("metadata", "jwks")
 
 
 def save_renewed(plugin: Plugin, cache_path: str, entry: Dict[str, Any], storage: Optional[str],
-                 runtime: Optional[Runtime] = None) -> Optional[str]:
+                 runtime: Optional[Runtime] = None, args: Optional[List[str]] = None) -> Optional[str]:
     """Save what a renewal produced, trying harder than `save`: the renewal already happened (and
     may have rotated the refresh token), so failing here would throw it away. Returns None when
     saved whole, else one line saying what was kept and what to do."""
     try:
-        save(plugin, cache_path, entry, storage, runtime)
+        save(plugin, cache_path, entry, storage, runtime, args)
         return None
     except (OSError, CaasError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
     slim = {k: v for k, v in entry.items() if k not in DISPOSABLE}
     try:
-        save(plugin, cache_path, slim, storage, runtime)
+        save(plugin, cache_path, slim, storage, runtime, args)
         return f"the token cache is short of space ({reason}); saved the renewed token in a smaller cache entry"
     except (OSError, CaasError):
         pass
+    from kubectl_caas import ready
+
+    ready.remove(cache_path, getattr(plugin, "bearers", ()))  # the old token's: the entry changes under it
     if cache.overwrite_entry_in_place(cache_path, _on_disk(plugin, cache_path, slim, storage, runtime)):
         return (f"could not write the token cache ({reason}); the renewed token was written over the old entry "
                 "in place: free some space")
@@ -220,4 +239,7 @@ def forget(plugin: Plugin, cache_path: str) -> None:
                     keyring.delete_password(SERVICE, _item_name(cache_path, path))
                 except Exception:  # noqa: BLE001 - already gone
                     pass
+    from kubectl_caas import ready
+
+    ready.remove(cache_path, getattr(plugin, "bearers", ()))
     cache.delete_entry(cache_path)

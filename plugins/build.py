@@ -1,7 +1,9 @@
 """Build the single-file plugins: dist/kubectl-openstack and dist/kubectl-iam.
 
-Each is a Python zip application (PEP 441) with a `#!/usr/bin/env python3` line, for CPython 3.9
-or newer on Linux x86_64 (glibc 2.17+). Why a zipapp with a small loader of our own, rather than
+Each is a Python zip application (PEP 441) for CPython 3.9 or newer on Linux x86_64 (glibc
+2.17+), headed by the get-token shell front (scripts/kubectl_caas_front, see kubectl_caas/ready.py)
+where a zipapp has its `#!/usr/bin/env python3` line: the front answers a fresh cache hit without
+starting Python and runs `python3 FILE` for everything else. Why a zipapp with a small loader of our own, rather than
 shiv or pex (measured: see plugins/README.md):
 
 - The get-token cache hit must stay fast. Importing from inside a zip is slow twice over: Python
@@ -147,6 +149,26 @@ def pack_payload(target: Path) -> bytes:
     return payload.getvalue()
 
 
+FRONT = ROOT / "scripts" / "kubectl_caas_front"
+FRONT_MARK = "#@kubectl-caas-front-end\n"
+
+
+def front_head() -> bytes:
+    """What a single file starts with, before its zip: the get-token front (kubectl_caas/ready.py),
+    which answers a fresh cache hit in sh and otherwise runs the file itself with python3, as its
+    old `#!/usr/bin/env python3` line did. Python finds the zip after it as after any shebang line;
+    sh never reads past the `exec`."""
+    text = FRONT.read_text(encoding="ascii")
+    head, mark, _ = text.partition(FRONT_MARK)
+    if not mark:
+        raise SystemExit(f"build.py: {FRONT} lacks its end mark {FRONT_MARK.strip()}")
+    tail = ('case ${1-} in get-token) kubectl_caas_ready "$@" ;; esac\n'
+            "unset IFS\n"
+            'exec python3 "$0" "$@"\n'
+            "exit 127\n")
+    return (head + mark + tail).encode("ascii")
+
+
 def write_zipapp(payload: bytes, plugin: str, out: Path, version: str, identifier: str, site_name: str = "") -> Path:
     """An outer zip holding only the loader and one stored payload: Python reads the outer zip's
     directory at every start, so it must stay a few entries long."""
@@ -156,7 +178,7 @@ def write_zipapp(payload: bytes, plugin: str, out: Path, version: str, identifie
                                                      for_site=f" for site {site_name}" if site_name else ""))
         bundle.writestr("payload.zip", payload)
     executable = out / f"kubectl-{plugin}"
-    executable.write_bytes(b"#!/usr/bin/env python3\n" + outer.getvalue())
+    executable.write_bytes(front_head() + outer.getvalue())
     executable.chmod(0o755)
     return executable
 

@@ -97,7 +97,8 @@ def _agent_login(settings: Settings, rt: Runtime, context: Optional[str], kubeco
     kubeconfig.check_before_login(target.context, target.server, same_user, kubeconfig_path, force)
     identity = type(client)(**dict(client.values(), token_storage=None if target.storage == "disk" else target.storage))
     entry = agent.entry_from_agent(account, token, rt.clock())
-    store.replace(PLUGIN, PLUGIN.entry_path(identity.values()), entry, target.storage, rt)
+    store.replace(PLUGIN, PLUGIN.entry_path(identity.values()), entry, target.storage, rt,
+                  args=identity.exec_args())
     claims = entry["claims"]
     who = claims.get("preferred_username") or claims.get("sub") or account
     kubeconfig.upsert(kubeconfig.Entry(
@@ -206,7 +207,7 @@ def login(
     identity = type(client)(**dict(client.values(), token_storage=None if target.storage == "disk" else target.storage))
     args = identity.exec_args()
     previous = store.replace(PLUGIN, PLUGIN.entry_path(identity.values()), entry, target.storage, rt,
-                             before=lambda new, old: note_offset(PLUGIN, new, old, rt))
+                             before=lambda new, old: note_offset(PLUGIN, new, old, rt), args=args)
     _revoke_quietly(provider, previous.get("refresh_token"), entry.get("refresh_token"))
     claims = entry.get("claims") or {}
     who = claims.get("preferred_username") or claims.get("sub") or (client.client_id if client.grant else "user")

@@ -343,7 +343,7 @@ def write(identity, entry: Dict[str, Any], target: LoginTarget, keystone=None) -
 
     path = PLUGIN.entry_path(identity.values())
     previous = store.replace(PLUGIN, path, entry, target.storage, rt,
-                             before=lambda new, old: note_offset(PLUGIN, new, old, rt))
+                             before=lambda new, old: note_offset(PLUGIN, new, old, rt), args=args)
     forget_previous_credential(entry, previous)
     kubeconfig.upsert(kubeconfig.Entry(
         context=context, cluster=contexts.cluster_name_for(target.server), server=target.server,
