@@ -49,7 +49,11 @@ def test_kubeconfig_holds_an_exec_user_and_no_secret(keystone, site, workspace, 
     exec_ = user["user"]["exec"]
     assert exec_["apiVersion"] == "client.authentication.k8s.io/v1"
     assert exec_["interactiveMode"] == "IfAvailable"
-    assert os.path.isabs(exec_["command"]) and exec_["command"].endswith("kubectl-openstack")
+    # The get-token sh front installed beside the plugin, told which plugin and which ready credential.
+    assert os.path.isabs(exec_["command"]) and exec_["command"].endswith("kubectl_caas_front")
+    env = {item["name"]: item["value"] for item in exec_["env"]}
+    assert os.path.isabs(env["KUBECTL_CAAS_PLUGIN"]) and env["KUBECTL_CAAS_PLUGIN"].endswith("kubectl-openstack")
+    assert (workspace.cache / env["KUBECTL_CAAS_READY"]).is_file()
     assert exec_["args"][:3] == ["get-token", "--auth-url", keystone.url]
     assert "--user" in exec_["args"] and "--project" in exec_["args"]
     assert config["contexts"][0]["context"]["namespace"] == "cms"

@@ -57,7 +57,9 @@ def run(path, *args, workspace, cwd, input="", env=None):
 def test_single_files_start_with_the_system_python_from_an_empty_directory(built, bare):
     workspace, empty = bare
     for name, path in built.items():
-        assert path.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+        # the get-token sh front, which runs `python3 FILE` for everything but a fresh cache hit
+        head = path.read_bytes()[:8192]
+        assert head.startswith(b"#!/bin/sh\n") and b'exec python3 "$0" "$@"' in head
         version = run(path, "--version", workspace=workspace, cwd=empty)
         assert version.returncode == 0, version.stderr
         assert version.stdout.startswith(f"kubectl-{name} (kubectl-caas) ")
@@ -78,6 +80,28 @@ def test_single_file_openstack_logs_in_and_serves_kubectl(built, bare, keystone,
                           env=workspace.env, timeout=120)
     assert pods.returncode == 0, pods.stderr
     assert "No resources found in cms namespace." in pods.stdout + pods.stderr
+    # The fast path: the file's sh head serves the ready credential, as kubectl runs it; with no
+    # python3 on PATH at all, so no interpreter can have answered.
+    exec_ = workspace.config()["users"][0]["user"]["exec"]
+    ready = {item["name"]: item["value"] for item in exec_["env"]}["KUBECTL_CAAS_READY"]
+    entry = json.loads(next(workspace.cache.glob("*.json")).read_text())
+    tools = empty.parent / "only-ls-and-date"
+    tools.mkdir()
+    for tool in ("ls", "date"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    for version in ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"):
+        info = json.dumps({"kind": "ExecCredential", "apiVersion": version, "spec": {"interactive": False}},
+                          separators=(",", ":"))
+        hit = subprocess.run([exec_["command"], *exec_["args"]], capture_output=True, text=True, cwd=empty,
+                             env={**workspace.env, "PATH": str(tools), "KUBECTL_CAAS_READY": ready,
+                                  "KUBERNETES_EXEC_INFO": info}, timeout=30)
+        assert hit.returncode == 0, hit.stderr
+        credential = json.loads(hit.stdout)
+        assert credential["apiVersion"] == version
+        assert credential["status"]["token"] == entry["tokens"]["keystone"]["value"]
+    # After logout nothing is served: the front runs Python, which asks for a login.
+    assert run(built["openstack"], "logout", workspace=workspace, cwd=empty).returncode == 0
+    assert not list(workspace.cache.glob("*.ready"))
 
 
 def test_single_file_iam_signs_in_with_a_device_code(built, bare, fast_provider, kube_api_for):
