@@ -46,8 +46,9 @@ PYTHON = BIN / "python"  # the interpreter the console scripts run with
 FLOOR = [str(PYTHON), "-c", "import json, os, time"]
 PASSWORD = "correct horse battery staple"
 # What kubectl sets for an exec plugin without a terminal (as in `kubectl get pods` from a script).
+# Compact, as kubectl's encoding/json writes it (the sh front matches kubectl's exact form).
 EXEC_INFO = json.dumps({"kind": "ExecCredential", "apiVersion": "client.authentication.k8s.io/v1",
-                        "spec": {"interactive": False}})
+                        "spec": {"interactive": False}}, separators=(",", ":"))
 
 RATIO_TARGET = 1.3
 GO_TARGET = 1.0  # the front's hit against `gke-gcloud-auth-plugin --version`

@@ -9,13 +9,12 @@ head of each single-file build) that prints it while it is fresh and otherwise r
 get-token with the same arguments. Logout removes it with the entry.
 
 The file, ``<entry name without .json>.<kind>.ready`` in the cache directory (0600, written
-atomically through cache.py's checked directory), holds five lines, the first fields separated
+atomically through cache.py's checked directory), holds four lines, the first fields separated
 by tabs:
 
     kubectl-caas-ready-1 <its own name> <issued at, whole s> <fresh until, whole s>
     <the exec args it answers, joined by tabs: the front compares them with its own>
-    <the ExecCredential for client.authentication.k8s.io/v1>
-    <the ExecCredential for client.authentication.k8s.io/v1beta1>
+    <the ExecCredential after `{"apiVersion": "...", `: the front writes that part as asked>
     end
 
 Its name is not secret (user and project names and a hash, like the entry's); login writes it
@@ -27,7 +26,7 @@ import math
 import os
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
 
-from kubectl_caas import cache
+from kubectl_caas import cache, hotpath
 from kubectl_caas.credential import EXEC_API_VERSIONS, exec_credential, fresh_token, ready_path, renew_margin
 from kubectl_caas.kubeconfig import front_can_compare
 
@@ -52,8 +51,13 @@ def render(name: str, args: Sequence[str], token: Mapping[str, Any]) -> Optional
     issued = math.floor(issued_at)
     if until <= issued:
         return None
-    lines = [f"{MAGIC}\t{name}\t{issued}\t{until}", "\t".join(args),
-             *(exec_credential(version, token) for version in EXEC_API_VERSIONS), "end"]
+    # The ExecCredential after its apiVersion, which the front puts back as kubectl asked: the
+    # only difference between the versions, and half the bytes for the shell to read.
+    credentials = [exec_credential(version, token) for version in EXEC_API_VERSIONS]
+    heads = [f'{{"apiVersion": {hotpath.quote(version)}, ' for version in EXEC_API_VERSIONS]
+    if not all(c.startswith(h) and c[len(h):] == credentials[0][len(heads[0]):] for c, h in zip(credentials, heads)):
+        return None
+    lines = [f"{MAGIC}\t{name}\t{issued}\t{until}", "\t".join(args), credentials[0][len(heads[0]):], "end"]
     if any("\n" in line or "\r" in line for line in lines):
         return None
     return ("\n".join(lines) + "\n").encode()

@@ -174,7 +174,7 @@ def test_a_damaged_ready_credential_goes_to_python(python_plugin, shell, damage)
     elif damage == "credential":
         text = text.replace('"kind": "ExecCredential"', '"kind": "Other"')
     elif damage == "no-end":
-        text = "\n".join(lines[:4]) + "\n"
+        text = "\n".join(lines[:3]) + "\n"
     elif damage == "empty":
         text = ""
     cache.write_cache_file(path, text.encode())
