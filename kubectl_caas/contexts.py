@@ -160,10 +160,18 @@ def front_stanza(plugin: Plugin, command: str, args: List[str]) -> Tuple[str, Op
                                                                                           kind))}]
     if is_front(command):  # a single-file build: the file itself starts with the front
         return command, env
-    front = os.path.join(os.path.dirname(command), kubeconfig.FRONT)
-    if os.path.isfile(front) and os.access(front, os.X_OK) and is_front(front):
-        return front, [*env, {"name": kubeconfig.FRONT_PLUGIN_ENV, "value": command}]
+    for front in front_candidates(command):
+        if os.path.isfile(front) and os.access(front, os.X_OK) and is_front(front):
+            return front, [*env, {"name": kubeconfig.FRONT_PLUGIN_ENV, "value": command}]
     return command, None
+
+
+def front_candidates(command: str) -> List[str]:
+    """Where the front is installed: beside the console script (pip, a venv), beside what it links
+    to (pipx exposes only the console scripts, as links into its venv's bin), beside the running
+    interpreter (that venv's bin)."""
+    places = [os.path.dirname(command), os.path.dirname(os.path.realpath(command)), os.path.dirname(sys.executable)]
+    return list(dict.fromkeys(os.path.join(place, kubeconfig.FRONT) for place in places))
 
 
 # ---------------------------------------------------------------------------------------------

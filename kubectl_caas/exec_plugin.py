@@ -7,6 +7,7 @@ talks to the server.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from kubectl_caas import cache, hotpath, identity
@@ -97,11 +98,13 @@ def get_token(plugin: Plugin, argv: List[str], runtime: Runtime) -> int:
         kind = plugin.bearer(values)
         path = plugin.entry_path(values)
         token = None if force else fresh_token(cache.read_entry(path), kind, runtime.clock())
+        # The exec args as the kubeconfig holds them, for the ready credential (ready.py); for a
+        # --force-refresh typed by a person, the current context's (read in _renew).
+        exec_args = None if from_context else ["get-token", *(a for a in argv if a != "--force-refresh")]
         if token is None:
-            # The exec args as the kubeconfig holds them, for the ready credential (ready.py); for a
-            # --force-refresh typed by a person, the current context's (read in _renew).
-            exec_args = None if from_context else ["get-token", *(a for a in argv if a != "--force-refresh")]
             token = _renew(plugin, values, kind, path, interactive, runtime, force, exec_args)
+        elif exec_args is not None and runtime.environ.get("KUBECTL_CAAS_READY"):
+            _restore_ready(plugin, path, kind, exec_args, runtime)
         sys.stdout.write(exec_credential(api_version, token) + "\n")
         return 0
     except CaasError as exc:
@@ -123,6 +126,24 @@ def _current_context_values(plugin: Plugin) -> Dict[str, str]:
     _, chosen = contexts.plugin_contexts(plugin, None, False, None)
     (_, _, args), = chosen
     return contexts.exec_values(plugin, args)
+
+
+def _restore_ready(plugin: Plugin, path: str, kind: str, exec_args: List[str], runtime: Runtime) -> None:
+    """The front sent a fresh cache hit here: when its ready credential is missing (removed by
+    hand, a full disk at the last renewal), write it again so that the next call is fast."""
+    from kubectl_caas.credential import ready_path
+
+    ready_file = ready_path(path, kind)
+    if runtime.environ.get("KUBECTL_CAAS_READY") != ready_file.rsplit("/", 1)[-1] or os.path.lexists(ready_file):
+        return
+    from kubectl_caas import ready, store
+
+    try:
+        with store.locked(path):  # against a renewal or a logout between our read and our write
+            if not os.path.lexists(ready_file):
+                ready.write(plugin, path, cache.read_entry(path) or {}, {kind: exec_args}, runtime.clock())
+    except Exception:  # noqa: BLE001 - only the next call's speed depends on it
+        pass
 
 
 def _current_context_args(plugin: Plugin) -> Optional[List[str]]:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -311,7 +312,8 @@ def test_the_front_finds_the_cache_where_python_does_or_goes_to_python(python_pl
                 os.environ[key] = value
 
 
-def test_login_writes_the_front_into_the_kubeconfig_and_reads_it_back(tmp_path, python_plugin):
+def test_login_writes_the_front_into_the_kubeconfig_and_reads_it_back(tmp_path, python_plugin, monkeypatch):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "elsewhere" / "python3"))  # no front beside it
     bindir = tmp_path / "bin"
     bindir.mkdir()
     plugin = bindir / "kubectl-openstack"
@@ -345,3 +347,46 @@ def test_a_single_file_build_starts_with_the_front():
     head = build.front_head()
     assert head.startswith(b"#!/bin/sh\n") and kubeconfig.FRONT_MARK in head
     assert b'exec python3 "$0" "$@"' in head
+
+
+def test_a_pipx_install_finds_the_front_in_its_venv(tmp_path, python_plugin, monkeypatch):
+    # pipx exposes the console scripts as links in ~/.local/bin to its venv's bin, where the front
+    # is installed; login writes the front's real place and the link as the plugin to run.
+    venv_bin = tmp_path / "venvs" / "kubectl-caas" / "bin"
+    venv_bin.mkdir(parents=True)
+    shutil.copy(python_plugin, venv_bin / "kubectl-openstack")
+    shutil.copy(FRONT, venv_bin / kubeconfig.FRONT)
+    exposed = tmp_path / "local" / "bin"
+    exposed.mkdir(parents=True)
+    (exposed / "kubectl-openstack").symlink_to(venv_bin / "kubectl-openstack")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "elsewhere" / "python3"))
+    command, env = contexts.front_stanza(OPENSTACK, str(exposed / "kubectl-openstack"), ARGS)
+    assert command == str(venv_bin / kubeconfig.FRONT)
+    assert {"name": "KUBECTL_CAAS_PLUGIN", "value": str(exposed / "kubectl-openstack")} in env
+    # and beside the interpreter, when the script was copied out of its venv
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    shutil.copy(python_plugin, copied / "kubectl-openstack")
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python3"))
+    assert contexts.front_stanza(OPENSTACK, str(copied / "kubectl-openstack"), ARGS)[0] == str(venv_bin / kubeconfig.FRONT)
+
+
+def test_python_writes_a_missing_ready_credential_again_on_a_fresh_hit(python_plugin, capsys):
+    # Removed by hand (or lost to a full disk at the last renewal): the front sends the hit to
+    # Python, which answers from the entry and writes the ready credential again.
+    from kubectl_caas import exec_plugin
+    from kubectl_caas.runtime import Runtime
+
+    login(token="tok-1")
+    ready = ready_path(entry_path(), "keystone")
+    os.unlink(ready)
+    missed(run_front(python_plugin, None))
+    environ = {"KUBECTL_CAAS_READY": ready_name(), "KUBERNETES_EXEC_INFO": kubectl_info()}
+    assert exec_plugin.get_token(OPENSTACK, ARGS[1:], Runtime(environ=environ)) == 0
+    assert json.loads(capsys.readouterr().out)["status"]["token"] == "tok-1"
+    assert served(run_front(python_plugin, None))["status"]["token"] == "tok-1"
+    # Not when the front did not send it (no name, or another one), nor for a token past renewal.
+    os.unlink(ready)
+    for other in ({"KUBERNETES_EXEC_INFO": kubectl_info()}, dict(environ, KUBECTL_CAAS_READY="other.keystone.ready")):
+        assert exec_plugin.get_token(OPENSTACK, ARGS[1:], Runtime(environ=other)) == 0
+        assert not os.path.lexists(ready)
