@@ -130,20 +130,33 @@ def _current_context_values(plugin: Plugin) -> Dict[str, str]:
 
 def _restore_ready(plugin: Plugin, path: str, kind: str, exec_args: List[str], runtime: Runtime) -> None:
     """The front sent a fresh cache hit here: when its ready credential is missing (removed by
-    hand, a full disk at the last renewal), write it again so that the next call is fast."""
+    hand, a full disk at the last renewal) or older than the entry (which something else wrote:
+    the front refuses it then), write it again so that the next call is fast."""
     from kubectl_caas.credential import ready_path
 
     ready_file = ready_path(path, kind)
-    if runtime.environ.get("KUBECTL_CAAS_READY") != ready_file.rsplit("/", 1)[-1] or os.path.lexists(ready_file):
+    if runtime.environ.get("KUBECTL_CAAS_READY") != ready_file.rsplit("/", 1)[-1] or not _ready_stale(path, ready_file):
         return
     from kubectl_caas import ready, store
 
     try:
         with store.locked(path):  # against a renewal or a logout between our read and our write
-            if not os.path.lexists(ready_file):
+            if _ready_stale(path, ready_file):
                 ready.write(plugin, path, cache.read_entry(path) or {}, {kind: exec_args}, runtime.clock())
     except Exception:  # noqa: BLE001 - only the next call's speed depends on it
         pass
+
+
+def _ready_stale(entry_path: str, ready_file: str) -> bool:
+    """No ready credential, or one the entry was written after (the front's `-nt` test)."""
+    try:
+        ready_time = os.lstat(ready_file).st_mtime_ns
+    except OSError:
+        return True
+    try:
+        return os.stat(entry_path).st_mtime_ns > ready_time
+    except OSError:
+        return False
 
 
 def _current_context_args(plugin: Plugin) -> Optional[List[str]]:

@@ -56,6 +56,15 @@ class Workspace:
         return subprocess.run([str(KUBECTL), *flags, *args], capture_output=True, text=True,
                               env={**self.env, **(env or {})}, timeout=timeout, cwd=self.home, stdin=subprocess.DEVNULL)
 
+    def exec_as_kubectl(self, user: int = 0) -> "tuple[list, Dict[str, str]]":
+        """(argv, env) exactly as kubectl runs the kubeconfig's exec plugin: its command (the
+        get-token shell front when login wrote it), args and env over this workspace's own."""
+        exec_ = self.config()["users"][user]["user"]["exec"]
+        env = {**self.env, **{item["name"]: item["value"] for item in exec_.get("env") or []},
+               "KUBERNETES_EXEC_INFO": json.dumps({"kind": "ExecCredential", "apiVersion": exec_["apiVersion"],
+                                                   "spec": {"interactive": False}}, separators=(",", ":"))}
+        return [exec_["command"], *exec_.get("args", [])], env
+
     def config(self) -> Dict[str, Any]:
         return yaml.safe_load(self.kubeconfig.read_text())
 

@@ -7,7 +7,7 @@ import json
 import subprocess
 
 
-from tests.integration.harness import BIN, exec_credential, run_with_person, wait_until
+from tests.integration.harness import exec_credential, run_with_person, wait_until
 
 INTERACTIVE = json.dumps({"kind": "ExecCredential", "apiVersion": "client.authentication.k8s.io/v1",
                           "spec": {"interactive": True}})
@@ -159,8 +159,10 @@ def test_parallel_calls_with_an_expired_token_cause_one_refresh(oidc_provider_fa
     iam_site(provider)
     assert login(workspace, provider).returncode == 0
     wait_until(entry(workspace)["tokens"]["id"]["expires_at"])
-    procs = [subprocess.Popen([str(BIN / "kubectl-iam"), *exec_args(workspace)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=workspace.env)
+    argv, env = workspace.exec_as_kubectl()  # through the shell front, as kubectl runs it
+    assert argv[0].endswith("kubectl_caas_front")
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                              text=True, env=env)
              for _ in range(16)]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outputs]

@@ -390,3 +390,39 @@ def test_python_writes_a_missing_ready_credential_again_on_a_fresh_hit(python_pl
     for other in ({"KUBERNETES_EXEC_INFO": kubectl_info()}, dict(environ, KUBECTL_CAAS_READY="other.keystone.ready")):
         assert exec_plugin.get_token(OPENSTACK, ARGS[1:], Runtime(environ=other)) == 0
         assert not os.path.lexists(ready)
+
+
+@pytest.mark.parametrize("missing", ["date", "ls", "both"])
+def test_a_shell_without_the_programs_it_needs_goes_to_python(python_plugin, shell, tmp_path, missing):
+    # PATH holds only what is left: a system without `date` or `ls` (or a PATH that lost them).
+    login()
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for program in ("date", "ls"):
+        if missing not in (program, "both"):
+            (tools / program).symlink_to(shutil.which(program))
+    for program in {argv[0] for argv in SHELLS}:  # the shell itself is there
+        (tools / program).symlink_to(shutil.which(program))
+    missed(run_front(python_plugin, shell, env={"PATH": str(tools)}))
+    assert served(run_front(python_plugin, shell))["status"]["token"] == "tok-1"  # with them: a hit
+
+
+def test_an_entry_written_after_its_ready_credential_makes_it_stale(python_plugin, shell, capsys):
+    # Something that knows nothing of ready credentials rewrote the entry (a hand edit, an older
+    # kubectl-caas renewing): the front leaves it to Python, which answers and writes it again.
+    from kubectl_caas import exec_plugin
+    from kubectl_caas.runtime import Runtime
+
+    login(token="tok-1")
+    path = entry_path()
+    entry = json.loads(Path(path).read_text())
+    entry["tokens"]["keystone"]["value"] = "tok-2"
+    ready_file = ready_path(path, "keystone")
+    earlier = os.stat(ready_file).st_mtime - 2  # file times tick coarsely: make "after" unmistakable
+    os.utime(ready_file, (earlier, earlier))
+    Path(path).write_text(json.dumps(entry))
+    missed(run_front(python_plugin, shell))
+    environ = {"KUBECTL_CAAS_READY": ready_name(), "KUBERNETES_EXEC_INFO": kubectl_info()}
+    assert exec_plugin.get_token(OPENSTACK, ARGS[1:], Runtime(environ=environ)) == 0
+    assert json.loads(capsys.readouterr().out)["status"]["token"] == "tok-2"
+    assert served(run_front(python_plugin, shell))["status"]["token"] == "tok-2"
