@@ -90,7 +90,8 @@ class Plugin:
 
     def __init__(self, name: str, options: Tuple[Option, ...], backend: str, cli: str, default_profile: str,
                  service: str, server_option: str, bearers: Tuple[str, ...], bearer_option: Optional[str],
-                 long_term_secrets: Tuple[Tuple[str, ...], ...], renew_sources: str, example: str):
+                 long_term_secrets: Tuple[Tuple[str, ...], ...], renew_sources: str, example: str,
+                 renewal_variables: Tuple[str, ...] = ()):
         self.name = name
         self.command = f"kubectl-{name}"
         self.options = options
@@ -104,8 +105,9 @@ class Plugin:
         self.long_term_secrets = long_term_secrets
         self.renew_sources = renew_sources
         self.example = example
-        # What a silent renewal reads besides the exec args (get-token --help lists them).
-        self.renewal_environment = tuple(name for o in options if o.renewal for name in o.env)
+        # What a silent renewal reads besides the exec args (get-token --help lists them): the
+        # options' variables, and those of whatever else it talks to (`renewal_variables`).
+        self.renewal_environment = (*(name for o in options if o.renewal for name in o.env), *renewal_variables)
 
     def __repr__(self) -> str:
         return f"Plugin({self.name!r})"
@@ -143,6 +145,7 @@ IAM = Plugin(
     service="the OIDC provider", server_option="issuer", bearers=("id", "access"), bearer_option="token",
     long_term_secrets=(("refresh_token",), ("client_secret",)),
     renew_sources="refresh token, or oidc-agent for a context made with --oidc-agent",
-    example="--issuer https://iam.cloud.infn.it --client-id my-client")
+    example="--issuer https://iam.cloud.infn.it --client-id my-client",
+    renewal_variables=("OIDC_SOCK",))  # the oidc-agent's socket, for --oidc-agent contexts
 
 PLUGINS: Dict[str, Plugin] = {p.name: p for p in (OPENSTACK, IAM)}

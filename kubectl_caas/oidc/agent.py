@@ -74,15 +74,20 @@ def socket_path(environ: Mapping[str, str], account: str) -> str:
         raise UsageError(f"oidc-agent is not running here ({SOCKET_VARIABLE} is not set)",
                          f"{START_AGENT}, then `oidc-add {account}`")
     try:
-        mode = os.stat(path).st_mode
+        info = os.stat(path)
     except FileNotFoundError:
         raise UsageError(f"oidc-agent is not running: its socket {path} ({SOCKET_VARIABLE}) does not exist",
                          START_AGENT) from None
     except OSError as exc:
         raise UsageError(f"cannot reach oidc-agent's socket {path} ({SOCKET_VARIABLE}): {exc.strerror}") from None
-    if not stat.S_ISSOCK(mode):
+    if not stat.S_ISSOCK(info.st_mode):
         raise UsageError(f"{SOCKET_VARIABLE} names {path}, which is not a socket",
                          f"point {SOCKET_VARIABLE} at oidc-agent's socket, or {START_AGENT}")
+    # The agent's answer becomes the identity kubectl uses: only your own agent may give it (a
+    # socket someone else put there would sign you in as whoever they like).
+    if info.st_uid != os.getuid():
+        raise UsageError(f"{SOCKET_VARIABLE} names {path}, a socket that belongs to another user (uid "
+                         f"{info.st_uid}), not your oidc-agent's", START_AGENT)
     return path
 
 

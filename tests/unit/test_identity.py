@@ -122,4 +122,4 @@ def test_secrets_are_never_exec_args_nor_cache_keys():
 def test_get_token_names_the_renewal_environment_from_the_table():
     assert "OS_PASSWORD" in OPENSTACK.renewal_environment and "OS_APPLICATION_CREDENTIAL_SECRET" in \
         OPENSTACK.renewal_environment
-    assert IAM.renewal_environment == ("IAM_CLIENT_SECRET",)
+    assert IAM.renewal_environment == ("IAM_CLIENT_SECRET", "OIDC_SOCK")

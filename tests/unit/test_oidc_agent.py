@@ -262,6 +262,17 @@ def test_a_socket_path_that_is_not_a_socket_is_refused(tmp_path):
         assert f"OIDC_SOCK names {path}, which is not a socket" in str(caught.value)
 
 
+def test_a_socket_of_another_user_is_refused_before_any_request(fake_agent, monkeypatch):
+    # Seen as a person with another uid than the socket's owner (whoever runs the tests).
+    planted = fake_agent(answers(b'{"status":"success","access_token":"theirs","expires_at":0}'))
+    monkeypatch.setattr(agent.os, "getuid", lambda: os.stat(planted.path).st_uid + 1)
+    with pytest.raises(UsageError) as caught:
+        ask(planted)
+    assert "a socket that belongs to another user" in str(caught.value)
+    assert "eval $(oidc-agent-service use)" in str(caught.value)
+    assert planted.requests == []
+
+
 def test_a_missing_or_dead_socket_means_the_agent_is_not_running(tmp_path):
     with pytest.raises(UsageError) as caught:
         agent.access_token(ACCOUNT, {"OIDC_SOCK": str(tmp_path / "gone")})
