@@ -92,18 +92,20 @@ def get_token(plugin: Plugin, argv: List[str], runtime: Runtime) -> int:
         api_version, interactive = exec_info(runtime.environ)
         # --force-refresh: renew even a token that is still good (new group memberships, say).
         force = bool(flags.get("force-refresh"))
-        from_context = force and not values
-        if from_context:  # typed by a person: the current context's login
-            values = _current_context_values(plugin)
+        # The exec args as the kubeconfig holds them, for the ready credential (ready.py).
+        if force and not values:  # typed by a person: the current context's login
+            from kubectl_caas import contexts
+
+            exec_args = _current_context_args(plugin)
+            values = contexts.exec_values(plugin, exec_args)
+        else:
+            exec_args = ["get-token", *(a for a in argv if a != "--force-refresh")]
         kind = plugin.bearer(values)
         path = plugin.entry_path(values)
         token = None if force else fresh_token(cache.read_entry(path), kind, runtime.clock())
-        # The exec args as the kubeconfig holds them, for the ready credential (ready.py); for a
-        # --force-refresh typed by a person, the current context's (read in _renew).
-        exec_args = None if from_context else ["get-token", *(a for a in argv if a != "--force-refresh")]
         if token is None:
             token = _renew(plugin, values, kind, path, interactive, runtime, force, exec_args)
-        elif exec_args is not None and runtime.environ.get("KUBECTL_CAAS_READY"):
+        elif runtime.environ.get("KUBECTL_CAAS_READY"):
             _restore_ready(plugin, path, kind, exec_args, runtime)
         sys.stdout.write(exec_credential(api_version, token) + "\n")
         return 0
@@ -119,13 +121,13 @@ def get_token(plugin: Plugin, argv: List[str], runtime: Runtime) -> int:
         return report_unexpected(plugin.command, exc, runtime.debug)
 
 
-def _current_context_values(plugin: Plugin) -> Dict[str, str]:
-    """get-token's values from the current kubeconfig context, when it is one of the plugin's."""
+def _current_context_args(plugin: Plugin) -> List[str]:
+    """get-token's args in the current kubeconfig context, when it is one of the plugin's."""
     from kubectl_caas import contexts
 
     _, chosen = contexts.plugin_contexts(plugin, None, False, None)
     (_, _, args), = chosen
-    return contexts.exec_values(plugin, args)
+    return list(args)
 
 
 def _restore_ready(plugin: Plugin, path: str, kind: str, exec_args: List[str], runtime: Runtime) -> None:
@@ -157,17 +159,6 @@ def _ready_stale(entry_path: str, ready_file: str) -> bool:
         return os.stat(entry_path).st_mtime_ns > ready_time
     except OSError:
         return False
-
-
-def _current_context_args(plugin: Plugin) -> Optional[List[str]]:
-    try:
-        from kubectl_caas import contexts
-
-        _, chosen = contexts.plugin_contexts(plugin, None, False, None)
-        (_, _, args), = chosen
-        return list(args)
-    except Exception:  # noqa: BLE001 - only for the ready credential: without it, no fast path
-        return None
 
 
 def _renew(plugin: Plugin, values: Dict[str, str], kind: str, path: str, interactive: Optional[bool],
@@ -203,8 +194,6 @@ def _renew(plugin: Plugin, values: Dict[str, str], kind: str, path: str, interac
         note_offset(plugin, new_entry, entry, runtime)
         # kubectl gets the new token even when it cannot be saved (a full disk, say): the renewal
         # happened, and a refresh token rotated by it must not be thrown away with an error.
-        if exec_args is None and force:
-            exec_args = _current_context_args(plugin)
         problem = store.save_renewed(plugin, path, new_entry, values.get("token_storage"), runtime, exec_args)
         if problem:
             runtime.notice(f"{plugin.command}: warning: {problem}")

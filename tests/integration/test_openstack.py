@@ -405,6 +405,11 @@ def test_forced_refresh_replaces_a_still_valid_token_with_the_remembered_credent
     assert forced.returncode == 0, forced.stderr
     after = cached_token(workspace)["tokens"]["keystone"]
     assert after["value"] != before["value"] and after["value"] == exec_credential(forced)["status"]["token"]
+    # The ready credential moved with it, for the context's own args: the front alone serves it.
+    argv, env = workspace.exec_as_kubectl()
+    served = subprocess.run(argv, env={**env, "KUBECTL_CAAS_PLUGIN": "/nonexistent"}, capture_output=True,
+                            text=True, timeout=30)
+    assert exec_credential(served)["status"]["token"] == after["value"], served.stderr
     # kubectl is then served the new token from the cache
     pods = workspace.kubectl("get", "pods", "-n", "cms")
     assert pods.returncode == 0, pods.stderr
