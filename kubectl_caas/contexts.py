@@ -113,15 +113,20 @@ def _which(command: str) -> Optional[str]:
     return shutil.which(command)
 
 
-def _is_shim(path: str) -> bool:
+def _head(path: str, size: int = 8192) -> bytes:
     try:
         with open(path, "rb") as handle:
-            head = handle.read(512)
+            return handle.read(size)
     except OSError:
-        return False
+        return b""
+
+
+def _is_shim(path: str) -> bool:
+    """A version manager's shell shim (not our own front, which also `exec`s)."""
+    head = _head(path)
     first = head.split(b"\n", 1)[0]
-    return first.startswith(b"#!") and b"python" not in first and (b"pyenv" in head or b"asdf" in head
-                                                                    or b"exec " in head)
+    return (first.startswith(b"#!") and b"python" not in first and kubeconfig.FRONT_MARK not in head
+            and (b"pyenv" in head[:512] or b"asdf" in head[:512] or b"exec " in head[:512]))
 
 
 def exec_user(plugin: Plugin, args: List[str]) -> Dict[str, Any]:
@@ -134,11 +139,7 @@ def exec_user(plugin: Plugin, args: List[str]) -> Dict[str, Any]:
 
 def is_front(path: str) -> bool:
     """Does this file start with the front (the installed script, or a single-file build)?"""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(8192)
-    except OSError:
-        return False
+    head = _head(path)
     return head.startswith(b"#!/bin/sh\n") and kubeconfig.FRONT_MARK in head
 
 

@@ -36,6 +36,21 @@ def test_kubeconfig_command_is_the_running_script_when_it_is_python(tmp_path, mo
     assert contexts.plugin_command("kubectl-openstack") == script
 
 
+def test_kubeconfig_command_is_a_single_file_build_even_beside_another_install(tmp_path, monkeypatch):
+    # A single file starts with the sh front (which `exec`s, like a shim, but is ours): it stays
+    # the command even when the interpreter's directory holds a pip-installed copy.
+    from pathlib import Path
+
+    front = (Path(__file__).resolve().parents[2] / "scripts" / "kubectl_caas_front").read_text()
+    single = make_script(tmp_path / "kubectl-openstack", "#!/bin/sh", front.split("\n", 1)[1] + "PK\x03\x04")
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    make_script(venv_bin / "kubectl-openstack", f"#!{venv_bin}/python")
+    monkeypatch.setattr(sys, "argv", [single, "login"])
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    assert contexts.plugin_command("kubectl-openstack") == single
+
+
 @pytest.mark.parametrize("text, seconds", [("7d", 604800), ("12h", 43200), ("90m", 5400), ("3600", 3600),
                                            ("1w", 604800)])
 def test_durations(text, seconds):
