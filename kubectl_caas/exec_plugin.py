@@ -137,7 +137,7 @@ def _restore_ready(plugin: Plugin, path: str, kind: str, exec_args: List[str], r
     from kubectl_caas.credential import ready_path
 
     ready_file = ready_path(path, kind)
-    if runtime.environ.get("KUBECTL_CAAS_READY") != ready_file.rsplit("/", 1)[-1] or not _ready_stale(path, ready_file):
+    if runtime.environ.get("KUBECTL_CAAS_READY") != os.path.basename(ready_file) or not _ready_stale(path, ready_file):
         return
     from kubectl_caas import ready, store
 

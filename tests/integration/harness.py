@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -56,7 +56,7 @@ class Workspace:
         return subprocess.run([str(KUBECTL), *flags, *args], capture_output=True, text=True,
                               env={**self.env, **(env or {})}, timeout=timeout, cwd=self.home, stdin=subprocess.DEVNULL)
 
-    def exec_as_kubectl(self, user: int = 0) -> "tuple[list, Dict[str, str]]":
+    def exec_as_kubectl(self, user: int = 0) -> Tuple[List[str], Dict[str, str]]:
         """(argv, env) exactly as kubectl runs the kubeconfig's exec plugin: its command (the
         get-token shell front when login wrote it), args and env over this workspace's own."""
         exec_ = self.config()["users"][user]["user"]["exec"]
@@ -64,6 +64,13 @@ class Workspace:
                "KUBERNETES_EXEC_INFO": json.dumps({"kind": "ExecCredential", "apiVersion": exec_["apiVersion"],
                                                    "spec": {"interactive": False}}, separators=(",", ":"))}
         return [exec_["command"], *exec_.get("args", [])], env
+
+    def front_alone(self, user: int = 0) -> subprocess.CompletedProcess:
+        """The exec command as kubectl runs it, with the plugin behind the front out of reach: an
+        answer can only be the front's own (the ready credential)."""
+        argv, env = self.exec_as_kubectl(user)
+        return subprocess.run(argv, env={**env, "KUBECTL_CAAS_PLUGIN": "/nonexistent"}, capture_output=True,
+                              text=True, timeout=30, cwd=self.home)
 
     def config(self) -> Dict[str, Any]:
         return yaml.safe_load(self.kubeconfig.read_text())

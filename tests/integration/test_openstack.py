@@ -288,10 +288,7 @@ def test_parallel_cold_calls_cause_one_login(keystone, site, workspace, alice):
     assert len({json.loads(out)["status"]["token"] for out, _ in outputs}) == 1
     assert len(keystone.logins()) == 1
     # and the next call is a hit the front serves (the entry's ready credential), no login
-    ready = workspace.exec_as_kubectl()
-    assert list(workspace.cache.glob("*.ready"))
-    hit = subprocess.run(ready[0], env={**ready[1], "KUBECTL_CAAS_PLUGIN": "/nonexistent"}, capture_output=True,
-                         text=True, timeout=30)
+    hit = workspace.front_alone()
     assert json.loads(hit.stdout)["status"]["token"] == json.loads(outputs[0][0])["status"]["token"]
     assert len(keystone.logins()) == 1
 
@@ -406,9 +403,7 @@ def test_forced_refresh_replaces_a_still_valid_token_with_the_remembered_credent
     after = cached_token(workspace)["tokens"]["keystone"]
     assert after["value"] != before["value"] and after["value"] == exec_credential(forced)["status"]["token"]
     # The ready credential moved with it, for the context's own args: the front alone serves it.
-    argv, env = workspace.exec_as_kubectl()
-    served = subprocess.run(argv, env={**env, "KUBECTL_CAAS_PLUGIN": "/nonexistent"}, capture_output=True,
-                            text=True, timeout=30)
+    served = workspace.front_alone()
     assert exec_credential(served)["status"]["token"] == after["value"], served.stderr
     # kubectl is then served the new token from the cache
     pods = workspace.kubectl("get", "pods", "-n", "cms")

@@ -41,8 +41,10 @@ def test_kubeconfig_command_is_a_single_file_build_even_beside_another_install(t
     # the command even when the interpreter's directory holds a pip-installed copy.
     from pathlib import Path
 
+    # (its opening comment says `exec ` here, as a shim's body would: the front's mark decides)
     front = (Path(__file__).resolve().parents[2] / "scripts" / "kubectl_caas_front").read_text()
-    single = make_script(tmp_path / "kubectl-openstack", "#!/bin/sh", front.split("\n", 1)[1] + "PK\x03\x04")
+    single = make_script(tmp_path / "kubectl-openstack", "#!/bin/sh",
+                         "# then exec python3 on a miss\n" + front.split("\n", 1)[1] + "PK\x03\x04")
     venv_bin = tmp_path / "venv" / "bin"
     venv_bin.mkdir(parents=True)
     make_script(venv_bin / "kubectl-openstack", f"#!{venv_bin}/python")

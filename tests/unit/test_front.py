@@ -385,7 +385,7 @@ def test_python_writes_a_missing_ready_credential_again_on_a_fresh_hit(python_pl
     assert exec_plugin.get_token(OPENSTACK, ARGS[1:], Runtime(environ=environ)) == 0
     assert json.loads(capsys.readouterr().out)["status"]["token"] == "tok-1"
     assert served(run_front(python_plugin, None))["status"]["token"] == "tok-1"
-    # Not when the front did not send it (no name, or another one), nor for a token past renewal.
+    # Not when the front did not send it (no name, or another one).
     os.unlink(ready)
     for other in ({"KUBERNETES_EXEC_INFO": kubectl_info()}, dict(environ, KUBECTL_CAAS_READY="other.keystone.ready")):
         assert exec_plugin.get_token(OPENSTACK, ARGS[1:], Runtime(environ=other)) == 0
